@@ -1,0 +1,84 @@
+//! The validated snapshot of `inventory.d/` that everything after validation reads:
+//! servers and roles by name, with the file each came from. Built only by
+//! `validate::load`; this module never reads files itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::resource::{Role, Server};
+
+/// Where the parts of a chom tree live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `inventory.d/`: Server and Role files, sub-folders allowed.
+    pub inventory: PathBuf,
+    /// `scripts/`: one `<component>.sh` per component.
+    pub scripts: PathBuf,
+    /// `secrets.d/`: encrypted secret values.
+    pub secrets: PathBuf,
+}
+
+impl Layout {
+    /// The conventional layout: `scripts/` and `secrets.d/` beside `inventory`.
+    pub fn beside(inventory: &Path) -> Self {
+        let parent = inventory.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self {
+            inventory: inventory.to_path_buf(),
+            scripts: parent.join("scripts"),
+            secrets: parent.join("secrets.d"),
+        }
+    }
+
+    /// The script file of a component.
+    pub fn script(&self, component: &str) -> PathBuf {
+        self.scripts.join(format!("{component}.sh"))
+    }
+}
+
+/// A server that passed validation, and its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerEntry {
+    /// The resource.
+    pub server: Server,
+    /// The file it was read from; its status file goes beside it.
+    pub path: PathBuf,
+}
+
+impl ServerEntry {
+    /// `<name>.status.yaml` beside the resource file.
+    pub fn status_path(&self) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join(format!("{}.status.yaml", self.server.metadata.name))
+    }
+}
+
+/// A role that passed validation, and its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleEntry {
+    /// The resource.
+    pub role: Role,
+    /// The file it was read from.
+    pub path: PathBuf,
+}
+
+/// Every valid resource of the tree. Resources with errors are left out, so the
+/// daemon keeps serving the rest while one file is broken.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inventory {
+    /// Valid servers by name.
+    pub servers: BTreeMap<String, ServerEntry>,
+    /// Valid roles by name.
+    pub roles: BTreeMap<String, RoleEntry>,
+}
+
+impl Inventory {
+    /// The role of a server, when it has one.
+    pub fn role_of(&self, server: &Server) -> Option<&Role> {
+        server
+            .spec
+            .role
+            .as_ref()
+            .and_then(|r| self.roles.get(r))
+            .map(|e| &e.role)
+    }
+}

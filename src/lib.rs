@@ -1,0 +1,12 @@
+//! chom: a Kubernetes-style operator for a fleet of Linux servers, driven by a directory
+//! of YAML resources. The library holds all logic; `main.rs` only parses the command
+//! line and maps errors to exit codes.
+
+pub mod cli;
+pub mod diag;
+pub mod facts;
+pub mod inventory;
+pub mod resource;
+pub mod schema;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,335 @@
+//! The only road from files to an [`Inventory`]: discover resource files, parse each with
+//! positions, check it against the generated schema and the per-file rules, then run the
+//! cross-file rules, reporting every problem in one pass. The CLI and the daemon both use
+//! it. It never touches the network and never writes a file.
+
+mod document;
+mod rules;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use document::{Document, MAX_FILE_BYTES, Positions, escape_pointer_segment};
+
+use crate::diag::{self, Diagnostic, Position};
+use crate::inventory::{Inventory, Layout, RoleEntry, ServerEntry};
+use crate::resource::{API_VERSION, Role, Server};
+
+/// Validation could not run at all (exit code 2), as opposed to findings about files.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    /// The inventory folder is missing or unreadable.
+    #[error("cannot read the inventory folder {path}; run `chom init` to create one, or pass --inventory DIR")]
+    Inventory {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The outcome of validating a tree: the valid resources and every finding.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Valid resources only.
+    pub inventory: Inventory,
+    /// Every finding, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many resource files were read.
+    pub files: usize,
+}
+
+impl Report {
+    /// True when any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// A resource file after the per-file stage.
+#[derive(Debug)]
+struct Parsed {
+    path: PathBuf,
+    /// Present when the YAML parsed.
+    doc: Option<Document>,
+    /// The kind, when the document said a known one.
+    resource: Option<Resource>,
+    /// The `metadata.name` as written, even when the rest is invalid, so that references
+    /// to a broken file do not also report "not defined".
+    name: Option<(Kind, String)>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    Server,
+    Role,
+}
+
+#[derive(Debug)]
+enum Resource {
+    Server(Box<Server>),
+    Role(Box<Role>),
+}
+
+/// True for files that are resources: `.yaml`/`.yml`, not hidden, not a status file.
+/// Editor and VCS temp files (`.x.swp`, `x.yaml~`, `#x.yaml#`, `x.yaml.orig`) fail the
+/// extension or the hidden test.
+pub fn is_resource_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && !name.starts_with('#')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with(".status.yaml")
+        && !name.ends_with(".status.yml")
+}
+
+/// Lists resource files under `root`, sorted, following symlinks but never looping.
+/// Unreadable folders become findings.
+fn discover(root: &Path, diagnostics: &mut Vec<Diagnostic>) -> Result<Vec<PathBuf>, FatalError> {
+    let entries = std::fs::read_dir(root).map_err(|source| FatalError::Inventory {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    let mut visited = HashSet::new();
+    if let Ok(canonical) = root.canonicalize() {
+        visited.insert(canonical);
+    }
+    let mut pending = vec![(root.to_path_buf(), Some(entries))];
+    // Bounded: every folder is visited once (canonical paths), so symlink loops end.
+    while let Some((dir, entries)) = pending.pop() {
+        let entries = match entries.map_or_else(|| std::fs::read_dir(&dir), Ok) {
+            Ok(e) => e,
+            Err(e) => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "unreadable",
+                        &dir,
+                        Position::START,
+                        format!("cannot read this folder: {e}"),
+                    )
+                    .help("check its permissions"),
+                );
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry.file_name().to_str().is_none_or(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            // Follows symlinks, as a git-sync checkout is one.
+            let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+            if is_dir {
+                if let Ok(canonical) = path.canonicalize()
+                    && visited.insert(canonical)
+                {
+                    pending.push((path, None));
+                }
+            } else if is_resource_file(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Validates the tree in `layout`. `only` restricts the reported findings to those files
+/// (as pre-commit passes them) while still checking them against the whole tree; files
+/// in `only` outside the inventory folder are added to it.
+pub fn load(layout: &Layout, only: &[PathBuf]) -> Result<Report, FatalError> {
+    let mut diagnostics = Vec::new();
+    let mut files = discover(&layout.inventory, &mut diagnostics)?;
+    let known: HashSet<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
+    let mut wanted = HashSet::new();
+    for file in only {
+        let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
+        wanted.insert(canonical.clone());
+        // Status files and non-YAML files passed by a broad hook are skipped silently.
+        let skipped = file.is_file() && !is_resource_file(file);
+        if !skipped && !known.contains(&canonical) {
+            files.push(file.clone());
+        }
+    }
+
+    let parsed = parse_all(&files);
+    let defined_secrets = rules::defined_secrets(&layout.secrets, &mut diagnostics);
+    let mut parsed = parsed;
+    rules::cross_file(&mut parsed, layout, &defined_secrets);
+
+    let mut inventory = Inventory::default();
+    for p in &mut parsed {
+        let clean = !p.diagnostics.iter().any(Diagnostic::is_error);
+        diagnostics.append(&mut p.diagnostics);
+        match p.resource.take() {
+            Some(Resource::Server(server)) if clean => {
+                inventory.servers.insert(
+                    server.metadata.name.clone(),
+                    ServerEntry {
+                        server: *server,
+                        path: p.path.clone(),
+                    },
+                );
+            }
+            Some(Resource::Role(role)) if clean => {
+                inventory.roles.insert(
+                    role.metadata.name.clone(),
+                    RoleEntry {
+                        role: *role,
+                        path: p.path.clone(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    // A server whose role is broken must not be deployed with half its defaults.
+    let roles = &inventory.roles;
+    inventory
+        .servers
+        .retain(|_, e| e.server.spec.role.as_ref().is_none_or(|r| roles.contains_key(r)));
+
+    if !only.is_empty() {
+        diagnostics.retain(|d| {
+            let canonical = d.file.canonicalize().unwrap_or_else(|_| d.file.clone());
+            wanted.contains(&canonical)
+        });
+    }
+    diag::sort(&mut diagnostics);
+    Ok(Report {
+        inventory,
+        diagnostics,
+        files: files.len(),
+    })
+}
+
+/// The per-file stage, spread over the machine's cores: a 10,000-file inventory must
+/// validate in well under a second in pre-commit.
+fn parse_all(files: &[PathBuf]) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads <= 1 || files.len() < 64 {
+        return files.iter().map(|f| parse_one(f)).collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|f| parse_one(f)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+fn parse_one(path: &Path) -> Parsed {
+    let mut parsed = Parsed {
+        path: path.to_path_buf(),
+        doc: None,
+        resource: None,
+        name: None,
+        diagnostics: Vec::new(),
+    };
+    match document::read(path) {
+        Ok((_, doc)) => {
+            check_document(path, &doc, &mut parsed);
+            parsed.doc = Some(doc);
+        }
+        Err(d) => parsed.diagnostics.push(d),
+    }
+    parsed
+}
+
+fn check_document(path: &Path, doc: &Document, parsed: &mut Parsed) {
+    let out = &mut parsed.diagnostics;
+    let Value::Object(root) = &doc.value else {
+        out.push(
+            Diagnostic::error(
+                "not-a-mapping",
+                path,
+                doc.positions.value(""),
+                "a resource must be a YAML mapping",
+            )
+            .help("start the file with `apiVersion: chom.dev/v1` and `kind: Server` or `kind: Role`"),
+        );
+        return;
+    };
+    match root.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(other) => out.push(
+            Diagnostic::error(
+                "unknown-api-version",
+                path,
+                doc.positions.value("/apiVersion"),
+                format!("apiVersion {other} is not known"),
+            )
+            .pointer("/apiVersion")
+            .help(format!("use `apiVersion: {API_VERSION}`")),
+        ),
+        None => out.push(
+            Diagnostic::error("unknown-api-version", path, Position::START, "apiVersion is missing")
+                .pointer("/apiVersion")
+                .help(format!("add `apiVersion: {API_VERSION}` at the top")),
+        ),
+    }
+    let kind = match root.get("kind") {
+        Some(Value::String(k)) if k == "Server" => Kind::Server,
+        Some(Value::String(k)) if k == "Role" => Kind::Role,
+        Some(other) => {
+            out.push(
+                Diagnostic::error(
+                    "unknown-kind",
+                    path,
+                    doc.positions.value("/kind"),
+                    format!("kind {other} is not known"),
+                )
+                .pointer("/kind")
+                .help("inventory.d/ holds `kind: Server` and `kind: Role` resources"),
+            );
+            return;
+        }
+        None => {
+            out.push(
+                Diagnostic::error("unknown-kind", path, Position::START, "kind is missing")
+                    .pointer("/kind")
+                    .help("add `kind: Server` or `kind: Role`"),
+            );
+            return;
+        }
+    };
+    if let Some(Value::String(name)) = root.get("metadata").and_then(|m| m.get("name")) {
+        parsed.name = Some((kind, name.clone()));
+    }
+    let validator = match kind {
+        Kind::Server => &crate::schema::validators().server,
+        Kind::Role => &crate::schema::validators().role,
+    };
+    let before = out.len();
+    for error in validator.iter_errors(&doc.value) {
+        if let Some(d) = rules::schema_diagnostic(path, doc, &error) {
+            out.push(d);
+        }
+    }
+    rules::per_file(path, doc, out);
+    if out.len() > before || out.iter().any(Diagnostic::is_error) {
+        return;
+    }
+    let resource = match kind {
+        Kind::Server => serde_json::from_value::<Server>(doc.value.clone()).map(|s| Resource::Server(Box::new(s))),
+        Kind::Role => serde_json::from_value::<Role>(doc.value.clone()).map(|r| Resource::Role(Box::new(r))),
+    };
+    match resource {
+        Ok(resource) => {
+            rules::typed(path, doc, &resource, out);
+            parsed.resource = Some(resource);
+        }
+        // The schema mirrors the types, so this is a gap between them; still a finding.
+        Err(e) => out.push(Diagnostic::error("schema", path, Position::START, e.to_string())),
+    }
+}
