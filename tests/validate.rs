@@ -521,3 +521,32 @@ fn init_scaffolds_a_valid_tree_and_never_overwrites() {
         "mine"
     );
 }
+
+#[test]
+fn documents_that_are_not_mappings_are_errors() {
+    let tree = Tree::new();
+    tree.write("inventory.d/web-1.yaml", "- just\n- a list\n");
+    assert_only(&tree, "not-a-mapping", "web-1.yaml", 1, 1);
+}
+
+#[test]
+fn complex_keys_and_deep_nesting_are_errors() {
+    let tree = Tree::new();
+    tree.write(
+        "inventory.d/web-1.yaml",
+        format!("{SERVER}  config:\n    ? [a, b]\n    : c\n"),
+    );
+    assert_only(&tree, "complex-key", "web-1.yaml", 11, 7);
+    let deep = format!("{SERVER}  config:\n    x: {}1{}\n", "[".repeat(80), "]".repeat(80));
+    tree.write("inventory.d/web-1.yaml", deep);
+    let d = assert_only(&tree, "too-deep", "web-1.yaml", 11, 70);
+    assert!(d["message"].as_str().unwrap().contains("64"));
+}
+
+#[test]
+fn durations_must_be_written_with_a_unit() {
+    let tree = Tree::new();
+    tree.write("inventory.d/web-1.yaml", format!("{SERVER}  interval: 10x\n"));
+    let d = assert_only(&tree, "invalid-value", "web-1.yaml", 10, 13);
+    assert_eq!(d["pointer"], "/spec/interval");
+}
