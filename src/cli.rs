@@ -2,8 +2,11 @@
 //! Each subcommand lives in `cli/<name>.rs` with a `run`; output for people goes to
 //! stdout through renderers, never through tracing.
 
+mod detect;
 mod init;
 mod schema;
+mod table;
+mod trust;
 mod validate;
 
 use std::path::PathBuf;
@@ -57,6 +60,10 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Scaffold a new chom tree: inventory.d/, scripts/, secrets.d/ and .gitignore.
     Init(init::InitArgs),
+    /// Detect servers' hardware over SSH and compare it with the inventory.
+    Detect(detect::DetectArgs),
+    /// Fetch servers' SSH host keys, show their fingerprints, and record them once confirmed.
+    Trust(trust::TrustArgs),
 }
 
 /// Where the inventory is, shared by every subcommand that reads it.
@@ -87,6 +94,78 @@ impl TreeArgs {
     }
 }
 
+/// SSH options shared by every subcommand that connects to servers.
+#[derive(Debug, Clone, Args)]
+pub struct SshArgs {
+    /// Extra OpenSSH known_hosts file, consulted after ~/.ssh/known_hosts (repeatable).
+    /// `chom trust` records keys in the first one given.
+    #[arg(long = "known-hosts", value_name = "FILE", env = "CHOM_KNOWN_HOSTS")]
+    pub known_hosts: Vec<PathBuf>,
+    /// Seconds allowed for TCP connect, key exchange and login.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// SSH handshakes in flight at once across the fleet (OpenSSH's MaxStartups drops
+    /// bursts above its start value, 10 by default).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_handshakes: usize,
+}
+
+impl SshArgs {
+    /// The known_hosts files consulted: ~/.ssh/known_hosts, then the ones given.
+    pub fn known_hosts_files(&self) -> Vec<PathBuf> {
+        let mut files = crate::ssh::TransportConfig::default().known_hosts_files;
+        files.extend(self.known_hosts.iter().cloned());
+        files
+    }
+
+    /// A transport configured from these options.
+    pub fn transport(&self) -> crate::ssh::Transport {
+        let config = crate::ssh::TransportConfig {
+            known_hosts_files: self.known_hosts_files(),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
+            max_handshakes_in_flight: self.max_handshakes.max(1),
+            ..crate::ssh::TransportConfig::default()
+        };
+        crate::ssh::Transport::new(config)
+    }
+}
+
+/// The folder relative paths in the inventory (such as `identityFile`) are taken from:
+/// the one holding `inventory.d/`.
+pub fn tree_base(tree: &TreeArgs) -> PathBuf {
+    let absolute = std::path::absolute(&tree.inventory).unwrap_or_else(|_| tree.inventory.clone());
+    absolute.parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Validates the tree and picks the servers to work on: the ones named, or all valid
+/// ones. Findings are summarised on stderr; servers with errors are skipped, and naming
+/// one is an error.
+pub fn load_servers(tree: &TreeArgs, names: &[String]) -> anyhow::Result<(crate::inventory::Inventory, Vec<String>)> {
+    let report = crate::validate::load(&tree.layout(), &[])?;
+    let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        eprintln!(
+            "warning: the inventory has {errors} error(s); resources with errors are skipped (run `chom validate`)"
+        );
+    }
+    let inventory = report.inventory;
+    if names.is_empty() {
+        let all = inventory.servers.keys().cloned().collect();
+        return Ok((inventory, all));
+    }
+    for name in names {
+        if !inventory.servers.contains_key(name) {
+            anyhow::bail!("server `{name}` is not in the inventory, or its file has errors (run `chom validate`)");
+        }
+    }
+    Ok((inventory, names.to_vec()))
+}
+
+/// A multi-threaded tokio runtime for commands that do network I/O.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 /// Sets up tracing on stderr.
 pub fn init_logging(global: &GlobalArgs) {
     let default = match global.verbose {
@@ -111,6 +190,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::Init(args) => init::run(&args),
+        Command::Detect(args) => detect::run(&args),
+        Command::Trust(args) => trust::run(&args),
     }
 }
 

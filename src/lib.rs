@@ -3,10 +3,13 @@
 //! line and maps errors to exit codes.
 
 pub mod cli;
+pub mod detect;
 pub mod diag;
 pub mod facts;
 pub mod inventory;
+pub mod judge;
 pub mod resource;
 pub mod schema;
+pub mod ssh;
 pub mod status;
 pub mod validate;

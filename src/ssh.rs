@@ -1,0 +1,269 @@
+//! The SSH transport: pooled, paced, host-key-checked connections and command execution on
+//! russh. Owns every byte chom sends over SSH; must not know about resources, reconcile logic
+//! or status files, and must never accept an unverified host key.
+//!
+//! Layout: `known_hosts` (file format), `host_key` (trust policy), `auth` (keys and agent),
+//! `connect` (one handshake, pacing, retries), `pool` (reuse and idle reaping), `exec` (one
+//! command on one channel), `error` (what users read).
+
+mod auth;
+mod connect;
+mod error;
+mod exec;
+mod host_key;
+pub mod known_hosts;
+mod pool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use error::SshError;
+pub use exec::{ExecOutput, ExecRequest, Exit, remote_command, with_truncation_marker};
+pub use host_key::fingerprint;
+/// The host key type returned by [`fetch_host_key`] and accepted by [`fingerprint`].
+pub use russh::keys::ssh_key::PublicKey;
+
+use auth::Login;
+use connect::{Dial, Gate};
+use exec::{Job, RunError, sudo_wants_password};
+use host_key::{Policy, load_known_hosts, parse_pins};
+use pool::{Conn, Lease, Pool};
+
+/// Transport-wide settings. `Default` gives values that stay inside OpenSSH's default limits.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// known_hosts files consulted for targets without pins (default `~/.ssh/known_hosts`).
+    /// Missing files count as empty.
+    pub known_hosts_files: Vec<PathBuf>,
+    /// ssh-agent socket (default: `SSH_AUTH_SOCK` when set). `None` disables the agent.
+    pub agent_socket: Option<PathBuf>,
+    /// Budget for TCP connect + key exchange + authentication, per attempt (default 10 s).
+    pub connect_timeout: Duration,
+    /// SSH keepalive interval; three missed replies drop the connection (default 15 s).
+    pub keepalive_interval: Duration,
+    /// Pooled connections unused this long are closed (default 5 min).
+    pub idle_timeout: Duration,
+    /// Fleet-wide cap on handshakes in progress (default 10, OpenSSH's MaxStartups start).
+    pub max_handshakes_in_flight: usize,
+    /// New handshakes started per second, fleet-wide (default 50; 0 = unpaced).
+    pub handshake_rate: u32,
+    /// Concurrent channels per connection (default 8, under OpenSSH's MaxSessions 10).
+    pub max_channels_per_connection: usize,
+    /// Bytes kept per output stream per command (default 1 MiB); the rest is counted, not kept.
+    pub output_cap: usize,
+    /// After a deadline, how long TERM gets before KILL (default 2 s).
+    pub kill_grace: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        TransportConfig {
+            known_hosts_files: home.map(|h| h.join(".ssh/known_hosts")).into_iter().collect(),
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(300),
+            max_handshakes_in_flight: 10,
+            handshake_rate: 50,
+            max_channels_per_connection: 8,
+            output_cap: 1024 * 1024,
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where and as whom to run commands.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Inventory name, used in hints such as `chom trust NAME`.
+    pub name: String,
+    /// Address or DNS name.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Private key tried before the agent.
+    pub identity_file: Option<PathBuf>,
+    /// Accepted host keys: OpenSSH public key lines or `SHA256:` fingerprints. When present
+    /// they are authoritative and known_hosts is not consulted.
+    pub host_key_pins: Vec<String>,
+}
+
+/// Shared SSH transport: one pooled connection per target, reused across calls and tasks.
+/// Create one per process and share it through an `Arc`.
+pub struct Transport {
+    config: TransportConfig,
+    gate: Gate,
+    pool: Arc<Pool>,
+    reaper_started: AtomicBool,
+    reaper_stop: CancellationToken,
+    _reaper_guard: DropGuard,
+}
+
+impl Transport {
+    /// Builds a transport. No connection is made until the first call.
+    pub fn new(config: TransportConfig) -> Transport {
+        let stop = CancellationToken::new();
+        Transport {
+            gate: Gate::new(config.max_handshakes_in_flight, config.handshake_rate),
+            config,
+            pool: Arc::new(Pool::default()),
+            reaper_started: AtomicBool::new(false),
+            _reaper_guard: stop.clone().drop_guard(),
+            reaper_stop: stop,
+        }
+    }
+
+    /// Runs one command on `target`, connecting (or reconnecting) as needed. The deadline
+    /// counts from when the command's channel is requested; waiting for a connection is bounded
+    /// by `connect_timeout` per attempt instead, so a queue of handshakes does not eat into it.
+    pub async fn exec(&self, target: &Target, req: ExecRequest) -> Result<ExecOutput, SshError> {
+        let wrapped = req.sudo && target.user != "root";
+        let command = remote_command(&req.command, wrapped, req.deadline);
+        // A pooled connection can die unnoticed (server restarted, NAT dropped it); if opening
+        // the channel fails on it, the command never started, so one retry on a fresh
+        // connection is safe.
+        let stdin: Arc<[u8]> = req.stdin.into();
+        let mut retried = false;
+        loop {
+            let lease = self.lease(target).await?;
+            let Lease { conn } = &lease;
+            let _channel = conn.channels.acquire().await.ok();
+            let job = Job {
+                host: &target.host,
+                port: target.port,
+                command: &command,
+                stdin: Arc::clone(&stdin),
+                started: Instant::now(),
+                deadline: req.deadline,
+                cap: self.config.output_cap,
+                kill_grace: self.config.kill_grace,
+            };
+            match exec::run(&conn.handle, job).await {
+                Ok(out) if wrapped && sudo_wants_password(&out.exit, &out.stderr) => {
+                    return Err(SshError::SudoNeedsPassword {
+                        user: target.user.clone(),
+                        host: target.host.clone(),
+                    });
+                }
+                Ok(out) => return Ok(out),
+                Err(RunError::Open(source)) => {
+                    let stale = conn.handle.is_closed() || is_gone(&source);
+                    if stale {
+                        self.pool.slot(target).discard(conn);
+                    }
+                    if !stale || retried {
+                        return Err(SshError::Session {
+                            host: target.host.clone(),
+                            port: target.port,
+                            source,
+                        });
+                    }
+                    retried = true;
+                    tracing::debug!(server = %target.name, error = %source,
+                        "pooled ssh connection was dead, reconnecting");
+                }
+                Err(RunError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Number of live pooled connections, for metrics.
+    pub fn open_connections(&self) -> usize {
+        self.pool.open_connections()
+    }
+
+    /// Disconnects every pooled connection (commands still running on them are cut off).
+    pub async fn close_all(&self) {
+        self.pool.close_all().await;
+    }
+
+    async fn lease(&self, target: &Target) -> Result<Lease, SshError> {
+        self.start_reaper();
+        let slot = self.pool.slot(target);
+        let idle = self.config.idle_timeout;
+        match slot.lease(target, idle) {
+            Ok(lease) => return Ok(lease),
+            Err(old) => pool::retire(old).await,
+        }
+        let _opening = slot.opening.lock().await;
+        // Someone else may have connected while we waited for the lock.
+        match slot.lease(target, idle) {
+            Ok(lease) => return Ok(lease),
+            Err(old) => pool::retire(old).await,
+        }
+        let conn = self.connect(target).await?;
+        Ok(slot.install(conn))
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Conn, SshError> {
+        let policy = if target.host_key_pins.is_empty() {
+            Policy::KnownHosts(load_known_hosts(&self.config.known_hosts_files).await?)
+        } else {
+            Policy::Pins(parse_pins(&target.name, &target.host_key_pins)?)
+        };
+        let dial = Dial {
+            name: &target.name,
+            host: &target.host,
+            port: target.port,
+            policy: Arc::new(policy),
+            connect_timeout: self.config.connect_timeout,
+            keepalive_interval: self.config.keepalive_interval,
+            gate: &self.gate,
+        };
+        let login = Login {
+            user: &target.user,
+            host: &target.host,
+            port: target.port,
+            identity_file: target.identity_file.as_deref(),
+            agent_socket: self.config.agent_socket.as_deref(),
+        };
+        let (handle, _key) = connect::open(&dial, Some(&login)).await?;
+        tracing::debug!(server = %target.name, host = %target.host, port = target.port,
+            "ssh connection established");
+        Ok(Conn::new(
+            handle,
+            target.clone(),
+            self.config.max_channels_per_connection,
+        ))
+    }
+
+    /// The reaper starts with the first connection, so `new` works outside a tokio runtime.
+    fn start_reaper(&self) {
+        if !self.reaper_started.swap(true, Ordering::SeqCst) {
+            pool::spawn_reaper(
+                Arc::downgrade(&self.pool),
+                self.config.idle_timeout,
+                self.reaper_stop.clone(),
+            );
+        }
+    }
+}
+
+/// Handshakes with `host:port` without authenticating and returns the host key it proved to
+/// hold, for `chom trust` to show and record. The key is not checked against anything: the
+/// caller must have a person confirm the fingerprint.
+pub async fn fetch_host_key(host: &str, port: u16, timeout: Duration) -> Result<PublicKey, SshError> {
+    connect::fetch_host_key(host, port, timeout).await
+}
+
+/// Errors that mean the connection under a channel is gone rather than the channel refused.
+fn is_gone(err: &russh::Error) -> bool {
+    matches!(
+        err,
+        russh::Error::SendError
+            | russh::Error::Disconnect
+            | russh::Error::HUP
+            | russh::Error::IO(_)
+            | russh::Error::KeepaliveTimeout
+    )
+}
