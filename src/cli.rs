@@ -4,6 +4,7 @@
 
 mod detect;
 mod init;
+mod reconcile;
 mod schema;
 mod table;
 mod trust;
@@ -64,6 +65,8 @@ pub enum Command {
     Detect(detect::DetectArgs),
     /// Fetch servers' SSH host keys, show their fingerprints, and record them once confirmed.
     Trust(trust::TrustArgs),
+    /// Reconcile servers once: detect, judge, apply components, write status files.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Where the inventory is, shared by every subcommand that reads it.
@@ -192,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(&args),
         Command::Detect(args) => detect::run(&args),
         Command::Trust(args) => trust::run(&args),
+        Command::Reconcile(args) => reconcile::run(&args),
     }
 }
 

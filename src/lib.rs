@@ -3,11 +3,14 @@
 //! line and maps errors to exit codes.
 
 pub mod cli;
+pub mod component;
+pub mod desired;
 pub mod detect;
 pub mod diag;
 pub mod facts;
 pub mod inventory;
 pub mod judge;
+pub mod reconcile;
 pub mod resource;
 pub mod schema;
 pub mod ssh;

@@ -75,6 +75,162 @@ pub struct ObservedStatus {
     /// When the next attempt is due after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_at: Option<Timestamp>,
+    /// The last few passes, newest first (at most [`RECENT_RUNS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_runs: Vec<LastReconcile>,
+    /// Findings that keep the server's file from validating; its last valid desired
+    /// state stays in force meanwhile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spec_errors: Vec<String>,
+}
+
+/// How many passes `recentRuns` keeps.
+pub const RECENT_RUNS: usize = 5;
+
+/// Condition types chom writes.
+pub mod types {
+    /// kstatus: the server is converged to its desired state.
+    pub const READY: &str = "Ready";
+    /// kstatus: present (True) only while a pass is under way.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: present (True) only while progress is blocked and needs a person.
+    pub const STALLED: &str = "Stalled";
+    /// The server's file validates.
+    pub const SPEC_VALID: &str = "SpecValid";
+    /// SSH connection and login work.
+    pub const REACHABLE: &str = "Reachable";
+    /// The hardware probe ran and was understood.
+    pub const HARDWARE_DETECTED: &str = "HardwareDetected";
+    /// Detected hardware agrees with `expectedSpecs`.
+    pub const SPECS_MATCH: &str = "SpecsMatch";
+    /// Detected hardware meets the Role's minimums.
+    pub const REQUIREMENTS_MET: &str = "RequirementsMet";
+    /// Every referenced secret was found and decrypted.
+    pub const SECRETS_RESOLVED: &str = "SecretsResolved";
+    /// Every component is applied and in sync.
+    pub const COMPONENTS_READY: &str = "ComponentsReady";
+    /// A check run found drift.
+    pub const DRIFTED: &str = "Drifted";
+}
+
+impl ObservedStatus {
+    /// The condition of this type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Sets a condition. `lastTransitionTime` moves only when `status` changes, as
+    /// Kubernetes API conventions require; reason and message are always updated.
+    pub fn set_condition(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+        generation: u64,
+        now: Timestamp,
+    ) {
+        let message = message.into();
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                reason.clone_into(&mut c.reason);
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.to_owned(),
+                status,
+                reason: reason.to_owned(),
+                message,
+                last_transition_time: now,
+                observed_generation: generation,
+            }),
+        }
+    }
+
+    /// Removes a condition (kstatus: `Reconciling` and `Stalled` exist only while true).
+    pub fn remove_condition(&mut self, type_: &str) {
+        self.conditions.retain(|c| c.type_ != type_);
+    }
+
+    /// True when `Ready` is True for `generation`.
+    pub fn is_ready_at(&self, generation: u64) -> bool {
+        self.observed_generation == generation
+            && self
+                .condition(types::READY)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+}
+
+/// The generation a server's desired state gets: unchanged while its hash is the one
+/// recorded, one more when it differs, 1 for a server never seen.
+pub fn generation_for(previous: Option<&ServerStatus>, desired_hash: &str) -> u64 {
+    match previous {
+        Some(p) if p.metadata.desired_hash.as_deref() == Some(desired_hash) => p.metadata.generation,
+        Some(p) => p.metadata.generation + 1,
+        None => 1,
+    }
+}
+
+/// The whole status document of a server.
+pub fn document(name: &str, generation: u64, desired_hash: &str, observed: ObservedStatus) -> ServerStatus {
+    ServerStatus {
+        api_version: ApiVersion::V1,
+        kind: StatusKind::ServerStatus,
+        metadata: StatusMetadata {
+            name: name.to_owned(),
+            generation,
+            desired_hash: Some(desired_hash.to_owned()),
+        },
+        status: observed,
+    }
+}
+
+/// Reads a status file; `None` when absent or unreadable (it is rebuilt then).
+pub fn read(path: &std::path::Path) -> Option<ServerStatus> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_saphyr::from_str(&text).ok()
+}
+
+/// The exact bytes of a status file.
+pub fn render(status: &ServerStatus) -> Result<String, serde_saphyr::SerializeError> {
+    let body = serde_saphyr::to_string(status)?;
+    Ok(format!(
+        "# Written by chom; do not edit. Schema: https://chom.dev/schemas/status.schema.json\n{body}"
+    ))
+}
+
+/// Writes `status` to `path` only when its bytes differ from what is there, so an idle
+/// fleet causes no disk writes and no watch events. The write is atomic: a temp file in
+/// the same folder, fsync, rename, then fsync of the folder, so a crash or a full disk
+/// leaves either the old file or the new one, never a torn one. Returns whether it wrote.
+pub fn write_if_changed(path: &std::path::Path, status: &ServerStatus) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let text = render(status).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(false);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    // A hidden temp name: the watcher and the validator both skip hidden files.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".chom-status-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    // tempfile creates files 0600; status files are meant to be read by other tools.
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(true)
 }
 
 /// A Kubernetes-style condition.
@@ -302,6 +458,79 @@ impl JsonSchema for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(generation: u64) -> ServerStatus {
+        ServerStatus {
+            api_version: ApiVersion::V1,
+            kind: StatusKind::ServerStatus,
+            metadata: StatusMetadata {
+                name: "web-1".into(),
+                generation,
+                desired_hash: Some("ab12".into()),
+            },
+            status: ObservedStatus {
+                observed_generation: generation,
+                ..ObservedStatus::default()
+            },
+        }
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let mut s = ObservedStatus::default();
+        let t0 = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        let t1 = Timestamp::parse("2026-01-01T00:10:00Z").unwrap();
+        s.set_condition(types::READY, ConditionStatus::False, "Reconciling", "first", 1, t0);
+        s.set_condition(types::READY, ConditionStatus::False, "Failed", "still false", 1, t1);
+        assert_eq!(s.condition(types::READY).unwrap().last_transition_time, t0);
+        assert_eq!(s.condition(types::READY).unwrap().reason, "Failed");
+        s.set_condition(types::READY, ConditionStatus::True, "Reconciled", "ok", 2, t1);
+        assert_eq!(s.condition(types::READY).unwrap().last_transition_time, t1);
+        assert!(s.is_ready_at(0) == (s.observed_generation == 0));
+        s.remove_condition(types::READY);
+        assert!(s.condition(types::READY).is_none());
+    }
+
+    #[test]
+    fn status_files_are_written_only_when_their_bytes_change() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web-1.status.yaml");
+        assert!(write_if_changed(&path, &sample(1)).unwrap());
+        assert!(!write_if_changed(&path, &sample(1)).unwrap());
+        assert!(write_if_changed(&path, &sample(2)).unwrap());
+        assert_eq!(read(&path).unwrap(), sample(2));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn written_status_files_match_the_published_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web-1.status.yaml");
+        let mut status = sample(3);
+        status.status.set_condition(
+            types::READY,
+            ConditionStatus::True,
+            "Reconciled",
+            "ok",
+            3,
+            Timestamp::now(),
+        );
+        write_if_changed(&path, &status).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc = crate::validate::parse_document(std::path::Path::new("s.yaml"), &text)
+            .unwrap()
+            .value;
+        let validator = jsonschema::validator_for(&crate::schema::status()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{text}");
+    }
 
     #[test]
     fn timestamps_round_trip_through_rfc3339() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use document::{Document, MAX_FILE_BYTES, Positions, escape_pointer_segment};
+pub use document::{Document, MAX_FILE_BYTES, Positions, escape_pointer_segment, parse as parse_document};
 
 use crate::diag::{self, Diagnostic, Position};
 use crate::inventory::{Inventory, Layout, RoleEntry, ServerEntry};

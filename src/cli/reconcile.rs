@@ -1,0 +1,146 @@
+//! `chom reconcile [NAME…]`: one reconcile pass over the chosen servers, with progress
+//! on a terminal, a summary table, status files written, and exit code 1 if any failed.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::{SshArgs, TreeArgs, table};
+use crate::desired;
+use crate::reconcile::{self, Context, Outcome};
+use crate::status::{self, ReconcileResult, types};
+
+/// Reconcile servers once: detect, judge, apply components, write status.
+///
+/// Examples:
+///   chom reconcile
+///   chom reconcile web-1 web-2 --workers 20
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ReconcileArgs {
+    /// Where the tree is.
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// SSH settings.
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Servers reconciled at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub workers: usize,
+    /// Servers to reconcile (default: all).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// Runs the pass.
+pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
+    let layout = args.tree.layout();
+    let ctx = Context {
+        transport: Arc::new(args.ssh.transport()),
+        layout: layout.clone(),
+        base: super::tree_base(&args.tree),
+    };
+    let digests = desired::script_digests(&inventory, &layout);
+    let deployment_id = reconcile::new_deployment_id();
+    let inventory = Arc::new(inventory);
+    let runtime = super::runtime()?;
+    let started = Instant::now();
+    let total = names.len();
+    let progress = std::io::stderr().is_terminal();
+
+    let rows = runtime.block_on(async {
+        let limit = Arc::new(tokio::sync::Semaphore::new(args.workers.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for name in names {
+            let (ctx, inventory, limit, deployment_id) =
+                (ctx.clone(), inventory.clone(), limit.clone(), deployment_id.clone());
+            let digests = digests.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await.ok()?;
+                let entry = inventory.servers.get(&name)?;
+                let desired = desired::desired_state(&inventory, entry, &digests);
+                let hash = desired.hash();
+                let path = entry.status_path();
+                let previous = status::read(&path);
+                let generation = status::generation_for(previous.as_ref(), &hash);
+                let started = Instant::now();
+                let outcome = reconcile::reconcile(
+                    &ctx,
+                    entry,
+                    &desired,
+                    generation,
+                    previous.as_ref().map(|p| &p.status),
+                    &deployment_id,
+                )
+                .await;
+                let doc = status::document(&name, generation, &hash, outcome.status.clone());
+                let write_error = status::write_if_changed(&path, &doc).err();
+                Some((name, outcome, started.elapsed(), write_error))
+            });
+        }
+        let mut rows = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Some(row)) = joined {
+                rows.push(row);
+                if progress {
+                    let failed = rows.iter().filter(|r| r.1.result != ReconcileResult::Succeeded).count();
+                    eprint!("\rreconciling: {}/{total} done, {failed} not ready", rows.len());
+                }
+            }
+        }
+        ctx.transport.close_all().await;
+        rows
+    });
+    if progress {
+        eprintln!();
+    }
+    let mut rows = rows;
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut failures = 0;
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(
+            |(name, outcome, took, write_error): &(String, Outcome, std::time::Duration, Option<std::io::Error>)| {
+                let ready = outcome.status.condition(types::READY);
+                let suspended = ready.is_some_and(|c| c.reason == "Suspended");
+                if (outcome.result != ReconcileResult::Succeeded && !suspended) || write_error.is_some() {
+                    failures += 1;
+                }
+                let changed = outcome.status.components.iter().filter(|c| c.changed).count();
+                let mut message = ready
+                    .map(|c| c.message.lines().next().unwrap_or_default().to_owned())
+                    .unwrap_or_default();
+                if let Some(e) = write_error {
+                    message = format!("status not written: {e}");
+                }
+                vec![
+                    name.clone(),
+                    format!("{:?}", outcome.result),
+                    ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                    changed.to_string(),
+                    format!("{:.1}s", took.as_secs_f64()),
+                    message,
+                ]
+            },
+        )
+        .collect();
+    print!(
+        "{}",
+        table::render(&["NAME", "RESULT", "REASON", "CHANGED", "TOOK", "MESSAGE"], &table_rows)
+    );
+    println!(
+        "deployment {deployment_id}: {} server(s) in {:.1}s, {} ok, {failures} failed",
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        rows.len() - failures
+    );
+    Ok(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

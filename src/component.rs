@@ -1,0 +1,276 @@
+//! Component scripts: the stdin that carries a script and its environment to `sh -s`,
+//! the applied digest, and the `::chom::` output protocol. Pure functions; running the
+//! script over SSH is the reconciler's job.
+//!
+//! Contract (see the README): the script runs under `sh -s` (through `sudo -n` for a
+//! non-root user). Its environment arrives inside stdin, never on a command line:
+//! `CHOM_SERVER`, `CHOM_COMPONENT`, `CHOM_VERSION`, `CHOM_MODE` (`apply` or `check`),
+//! `CHOM_DEPLOYMENT_ID`, `CHOM_CONFIG` (the merged config as JSON) and one flat
+//! `CHOM_CFG_<PATH>` per config value. Stdout lines starting `::chom::` report facts.
+//! Exit 0 is success; in check mode [`CHECK_WOULD_CHANGE`] means "would change".
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::desired::{DesiredComponent, hex};
+use crate::status::ReportedResource;
+
+/// Exit status with which a script in `check` mode says it would change something.
+pub const CHECK_WOULD_CHANGE: u32 = 100;
+
+/// Whether a run may change the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Make the server match.
+    Apply,
+    /// Only say whether it matches (exit 0) or would change ([`CHECK_WOULD_CHANGE`]).
+    Check,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Apply => "apply",
+            Mode::Check => "check",
+        }
+    }
+}
+
+/// Single-quotes a value for POSIX sh: the only character needing care is `'` itself.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// `CHOM_CFG_` variables for every scalar in the config, keys joined by `_` and
+/// upper-cased (`smtp.host` → `CHOM_CFG_SMTP_HOST`); arrays are passed as JSON.
+pub fn flat_config(config: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key: String = k
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() {
+                                c.to_ascii_uppercase()
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    walk(&format!("{prefix}_{key}"), v, out);
+                }
+            }
+            Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+            Value::Null => out.push((prefix.to_owned(), String::new())),
+            other => out.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("CHOM_CFG", &Value::Object(config.clone()), &mut out);
+    out
+}
+
+/// What one run is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// The server's name.
+    pub server: &'a str,
+    /// The component.
+    pub component: &'a DesiredComponent,
+    /// Apply or check.
+    pub mode: Mode,
+    /// The deployment this run belongs to.
+    pub deployment_id: &'a str,
+}
+
+/// The bytes sent to `sh -s`: the environment, then the script wrapped in a function
+/// that runs with stdin from /dev/null. The shell thus reads the whole script before
+/// running any of it, so a command that reads stdin cannot swallow the rest, and a
+/// transfer cut short is a syntax error that runs nothing.
+pub fn stdin_for(run: Run<'_>, script: &[u8]) -> Vec<u8> {
+    let c = run.component;
+    let mut env = vec![
+        ("CHOM_SERVER".to_owned(), run.server.to_owned()),
+        ("CHOM_COMPONENT".to_owned(), c.name.clone()),
+        ("CHOM_VERSION".to_owned(), c.version.clone().unwrap_or_default()),
+        ("CHOM_MODE".to_owned(), run.mode.as_str().to_owned()),
+        ("CHOM_DEPLOYMENT_ID".to_owned(), run.deployment_id.to_owned()),
+        ("CHOM_CONFIG".to_owned(), Value::Object(c.config.clone()).to_string()),
+    ];
+    env.extend(flat_config(&c.config));
+    let mut out = String::from("chom_component() {\n");
+    let body = String::from_utf8_lossy(script);
+    out.push_str(&body);
+    if !body.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("}\n");
+    for (key, value) in &env {
+        out.push_str(&format!("{key}={}; export {key}\n", shell_quote(value)));
+    }
+    out.push_str("chom_component </dev/null\n");
+    out.into_bytes()
+}
+
+/// The applied digest: script bytes, version and merged config (and, once secrets
+/// exist, their versions). Unchanged digest + last run succeeded = nothing to apply.
+pub fn digest(component: &DesiredComponent, script: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(Sha256::digest(script));
+    hasher.update(component.version.as_deref().unwrap_or("").as_bytes());
+    hasher.update([0]);
+    hasher.update(Value::Object(component.config.clone()).to_string().as_bytes());
+    format!("sha256:{}", hex(&hasher.finalize()[..16]))
+}
+
+/// What a script reported on stdout through `::chom::` lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// `::chom:: changed` was printed.
+    pub changed: bool,
+    /// `::chom:: resource KIND NAME` lines.
+    pub resources: Vec<ReportedResource>,
+    /// `::chom:: warning TEXT` lines.
+    pub warnings: Vec<String>,
+}
+
+/// Reads `::chom::` lines; other output is ignored. Unknown verbs are kept as warnings
+/// so a typo in a script is visible instead of silently dropped.
+pub fn parse_report(stdout: &str) -> Report {
+    let mut report = Report::default();
+    for line in stdout.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("::chom::") else {
+            continue;
+        };
+        let rest = rest.trim();
+        let (verb, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        match verb {
+            "changed" => report.changed = true,
+            "resource" => {
+                if let Some((kind, name)) = args.trim().split_once(char::is_whitespace) {
+                    let resource = ReportedResource {
+                        kind: kind.to_owned(),
+                        name: name.trim().to_owned(),
+                    };
+                    if !report.resources.contains(&resource) {
+                        report.resources.push(resource);
+                    }
+                }
+            }
+            "warning" => report.warnings.push(args.trim().to_owned()),
+            other => report.warnings.push(format!("unknown ::chom:: line `{other}`")),
+        }
+    }
+    report
+}
+
+/// The last `n` lines of text, for failure messages in status.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn component() -> DesiredComponent {
+        DesiredComponent {
+            name: "nginx".into(),
+            version: Some("1.24".into()),
+            config: json!({"smtp": {"host": "mail.example.com", "port": 587}, "motto": "it's fine", "list": [1, 2]})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            timeout: Duration::from_secs(600),
+            script_sha256: None,
+        }
+    }
+
+    #[test]
+    fn config_is_flattened_into_shell_variables() {
+        let flat = flat_config(&component().config);
+        assert!(flat.contains(&("CHOM_CFG_SMTP_HOST".into(), "mail.example.com".into())));
+        assert!(flat.contains(&("CHOM_CFG_SMTP_PORT".into(), "587".into())));
+        assert!(flat.contains(&("CHOM_CFG_LIST".into(), "[1,2]".into())));
+    }
+
+    #[test]
+    fn the_environment_reaches_a_real_shell_through_stdin() {
+        let c = component();
+        let run = Run {
+            server: "web-1",
+            component: &c,
+            mode: Mode::Check,
+            deployment_id: "d-1",
+        };
+        let script = b"#!/bin/sh\nread line || true\necho \"$CHOM_SERVER $CHOM_MODE $CHOM_VERSION [$line]\"\necho \"$CHOM_CFG_MOTTO\"\necho \"$CHOM_CONFIG\"\nexit 100";
+        let out = std::process::Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(&stdin_for(run, script))?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("web-1 check 1.24 []"),
+            "the script's stdin is empty: {text}"
+        );
+        assert_eq!(lines.next(), Some("it's fine"));
+        let config: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(config["smtp"]["port"], 587);
+        assert_eq!(out.status.code(), Some(CHECK_WOULD_CHANGE as i32));
+    }
+
+    #[test]
+    fn digests_change_with_script_version_and_config() {
+        let c = component();
+        let base = digest(&c, b"echo a");
+        assert_eq!(base, digest(&c, b"echo a"));
+        assert_ne!(base, digest(&c, b"echo b"));
+        let mut v = c.clone();
+        v.version = Some("1.25".into());
+        assert_ne!(base, digest(&v, b"echo a"));
+        let mut k = c.clone();
+        k.config.insert("x".into(), json!(1));
+        assert_ne!(base, digest(&k, b"echo a"));
+    }
+
+    #[test]
+    fn chom_lines_are_parsed_and_unknown_verbs_warned() {
+        let r = parse_report(
+            "hello\n::chom:: resource service nginx\n::chom:: changed\n::chom:: resource port 80\n::chom:: resource service nginx\n::chom:: warning disk almost full\n::chom:: chnaged\n",
+        );
+        assert!(r.changed);
+        assert_eq!(r.resources.len(), 2);
+        assert_eq!(
+            r.resources[1],
+            ReportedResource {
+                kind: "port".into(),
+                name: "80".into()
+            }
+        );
+        assert_eq!(
+            r.warnings,
+            vec![
+                "disk almost full".to_owned(),
+                "unknown ::chom:: line `chnaged`".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}

@@ -1,0 +1,555 @@
+//! One reconcile pass of one server: desired state → connect and detect → judge →
+//! components (apply what changed, check what did not) → the new observed status.
+//! Per-server failures are data in the returned status, never errors; this module
+//! neither writes files nor schedules retries (the caller does both).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{Instrument as _, info, warn};
+
+use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Run};
+use crate::desired::DesiredState;
+use crate::detect::{self, DetectError};
+use crate::facts::Hardware;
+use crate::inventory::{Layout, ServerEntry};
+use crate::judge;
+use crate::resource::DriftPolicy;
+use crate::ssh::{ExecOutput, ExecRequest, Exit, Target, Transport};
+use crate::status::{
+    ComponentState, ComponentStatus, ConditionStatus, LastReconcile, ObservedStatus, RECENT_RUNS, ReconcileResult,
+    Timestamp, types,
+};
+
+/// What every pass needs besides the server itself.
+#[derive(Clone)]
+pub struct Context {
+    /// The shared SSH transport.
+    pub transport: Arc<Transport>,
+    /// Where the tree is (scripts).
+    pub layout: Layout,
+    /// The folder relative `identityFile`s are resolved from.
+    pub base: PathBuf,
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The new observed status (the caller adds `nextRetryAt`).
+    pub status: ObservedStatus,
+    /// Succeeded, Failed or Blocked.
+    pub result: ReconcileResult,
+    /// Hardware differences since the previous detection, if any.
+    pub hardware_changes: Vec<String>,
+}
+
+/// A new deployment id: UTC time plus 32 random bits (`d-20261126T120000Z-1a2b3c4d`).
+pub fn new_deployment_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish() as u32;
+    let now = Timestamp::now().to_string().replace(['-', ':'], "");
+    format!("d-{now}-{random:08x}")
+}
+
+/// Lines of stderr kept in a failed component's status.
+const STDERR_LINES: usize = 20;
+
+/// Runs one pass. `previous` is the last observed status (from memory or the status
+/// file), used for component digests, condition transition times and hardware changes.
+pub async fn reconcile(
+    ctx: &Context,
+    entry: &ServerEntry,
+    desired: &DesiredState,
+    generation: u64,
+    previous: Option<&ObservedStatus>,
+    deployment_id: &str,
+) -> Outcome {
+    let span = tracing::info_span!("reconcile", server = %desired.name, deployment_id = %deployment_id);
+    run_pass(ctx, entry, desired, generation, previous, deployment_id)
+        .instrument(span)
+        .await
+}
+
+async fn run_pass(
+    ctx: &Context,
+    entry: &ServerEntry,
+    desired: &DesiredState,
+    generation: u64,
+    previous: Option<&ObservedStatus>,
+    deployment_id: &str,
+) -> Outcome {
+    let started = Timestamp::now();
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.remove_condition(types::RECONCILING);
+    let mut hardware_changes = Vec::new();
+
+    let result = if desired.suspend {
+        status.set_condition(
+            types::READY,
+            ConditionStatus::False,
+            "Suspended",
+            "spec.suspend is true; chom does not touch this server",
+            generation,
+            started,
+        );
+        status.remove_condition(types::STALLED);
+        ReconcileResult::Blocked
+    } else {
+        let target = detect::target_for(entry, &ctx.base);
+        match detect::probe(&ctx.transport, &target).await {
+            Err(error) => unreachable(&mut status, &error, generation, started),
+            Ok(hw) => {
+                if let Some(before) = &status.hardware {
+                    hardware_changes = judge::changes(before, &hw);
+                    if !hardware_changes.is_empty() {
+                        warn!(changes = %hardware_changes.join(", "), "hardware changed since the last detection");
+                        status.hardware_changed_at = Some(started);
+                    }
+                }
+                detected(
+                    ctx,
+                    &target,
+                    desired,
+                    &hw,
+                    &mut status,
+                    generation,
+                    deployment_id,
+                    started,
+                )
+                .await
+            }
+        }
+    };
+
+    let finished = Timestamp::now();
+    let run = LastReconcile {
+        deployment_id: deployment_id.to_owned(),
+        started_at: started,
+        finished_at: finished,
+        result,
+    };
+    status.recent_runs.insert(0, run.clone());
+    status.recent_runs.truncate(RECENT_RUNS);
+    status.last_reconcile = Some(run);
+    match result {
+        ReconcileResult::Failed => status.consecutive_failures += 1,
+        _ => {
+            status.consecutive_failures = 0;
+            status.next_retry_at = None;
+        }
+    }
+    info!(result = ?result, "reconcile finished");
+    Outcome {
+        status,
+        result,
+        hardware_changes,
+    }
+}
+
+fn unreachable(status: &mut ObservedStatus, error: &DetectError, generation: u64, now: Timestamp) -> ReconcileResult {
+    let message = format!("{error:#}");
+    warn!(reason = error.reason(), error = %message, "server not reconciled");
+    if error.is_unreachable() {
+        status.set_condition(
+            types::REACHABLE,
+            ConditionStatus::False,
+            error.reason(),
+            &message,
+            generation,
+            now,
+        );
+        status.set_condition(
+            types::HARDWARE_DETECTED,
+            ConditionStatus::Unknown,
+            "Unreachable",
+            "not connected",
+            generation,
+            now,
+        );
+    } else {
+        status.set_condition(
+            types::REACHABLE,
+            ConditionStatus::True,
+            "Connected",
+            "ssh login works",
+            generation,
+            now,
+        );
+        status.set_condition(
+            types::HARDWARE_DETECTED,
+            ConditionStatus::False,
+            error.reason(),
+            &message,
+            generation,
+            now,
+        );
+    }
+    status.set_condition(
+        types::READY,
+        ConditionStatus::False,
+        error.reason(),
+        &message,
+        generation,
+        now,
+    );
+    // A changed or unknown host key, or refused login, will not heal by retrying: a person
+    // has to act, which kstatus calls Stalled.
+    if matches!(
+        error.reason(),
+        "HostKeyChanged" | "HostKeyUnknown" | "HostKeyRejected" | "AuthFailed" | "SudoNeedsPassword"
+    ) {
+        status.set_condition(
+            types::STALLED,
+            ConditionStatus::True,
+            error.reason(),
+            &message,
+            generation,
+            now,
+        );
+    } else {
+        status.remove_condition(types::STALLED);
+    }
+    ReconcileResult::Failed
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn detected(
+    ctx: &Context,
+    target: &Target,
+    desired: &DesiredState,
+    hw: &Hardware,
+    status: &mut ObservedStatus,
+    generation: u64,
+    deployment_id: &str,
+    now: Timestamp,
+) -> ReconcileResult {
+    status.set_condition(
+        types::REACHABLE,
+        ConditionStatus::True,
+        "Connected",
+        "ssh login works",
+        generation,
+        now,
+    );
+    status.set_condition(
+        types::HARDWARE_DETECTED,
+        ConditionStatus::True,
+        "Detected",
+        crate::facts::summarize(hw),
+        generation,
+        now,
+    );
+    status.hardware = Some(hw.clone());
+    let specs = judge::specs(hw, desired.expected_specs.as_ref());
+    status.set_condition(
+        types::SPECS_MATCH,
+        bool_status(specs.ok),
+        &specs.reason,
+        &specs.message,
+        generation,
+        now,
+    );
+    let req = judge::requirements(hw, desired.requirements.as_ref());
+    status.set_condition(
+        types::REQUIREMENTS_MET,
+        bool_status(req.ok),
+        &req.reason,
+        &req.message,
+        generation,
+        now,
+    );
+    if !req.ok {
+        // Deploying below the minimum is what the Bash deployer did blindly; chom refuses.
+        for c in &desired.components {
+            upsert_component(
+                status,
+                skipped(&c.name, "not applied: the server is below its role's minimums"),
+            );
+        }
+        status.set_condition(
+            types::COMPONENTS_READY,
+            ConditionStatus::False,
+            &req.reason,
+            &req.message,
+            generation,
+            now,
+        );
+        status.set_condition(
+            types::READY,
+            ConditionStatus::False,
+            &req.reason,
+            &req.message,
+            generation,
+            now,
+        );
+        status.set_condition(
+            types::STALLED,
+            ConditionStatus::True,
+            &req.reason,
+            &req.message,
+            generation,
+            now,
+        );
+        return ReconcileResult::Blocked;
+    }
+    status.remove_condition(types::STALLED);
+
+    let applied = apply_components(ctx, target, desired, status, deployment_id).await;
+    status
+        .components
+        .retain(|s| desired.components.iter().any(|c| c.name == s.name));
+    let (ready, reason, message, result) = match &applied {
+        Applied::AllReady => (
+            true,
+            "Reconciled",
+            "every component is applied and in sync".to_owned(),
+            ReconcileResult::Succeeded,
+        ),
+        Applied::Drifted(names) => (
+            false,
+            "Drifted",
+            format!("drift found in {} (driftPolicy: report)", names.join(", ")),
+            ReconcileResult::Succeeded,
+        ),
+        Applied::Failed(name, why) => (
+            false,
+            "ComponentFailed",
+            format!("{name}: {why}"),
+            ReconcileResult::Failed,
+        ),
+    };
+    let components_ok = !matches!(applied, Applied::Failed(..));
+    let components_reason = if components_ok { "AllApplied" } else { "ComponentFailed" };
+    status.set_condition(
+        types::COMPONENTS_READY,
+        bool_status(components_ok),
+        components_reason,
+        &message,
+        generation,
+        now,
+    );
+    match &applied {
+        Applied::Drifted(_) => status.set_condition(
+            types::DRIFTED,
+            ConditionStatus::True,
+            "Drifted",
+            &message,
+            generation,
+            now,
+        ),
+        _ => status.set_condition(
+            types::DRIFTED,
+            ConditionStatus::False,
+            "InSync",
+            "no drift found",
+            generation,
+            now,
+        ),
+    }
+    status.set_condition(types::READY, bool_status(ready), reason, message, generation, now);
+    result
+}
+
+fn bool_status(ok: bool) -> ConditionStatus {
+    if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    }
+}
+
+enum Applied {
+    AllReady,
+    Drifted(Vec<String>),
+    Failed(String, String),
+}
+
+fn skipped(name: &str, why: &str) -> ComponentStatus {
+    ComponentStatus {
+        name: name.to_owned(),
+        state: ComponentState::Skipped,
+        applied_digest: None,
+        changed: false,
+        duration_ms: None,
+        last_applied_at: None,
+        resources: Vec::new(),
+        message: Some(why.to_owned()),
+    }
+}
+
+/// Replaces the entry of the same name, keeping its last applied digest and time so a
+/// skipped or failed component still remembers what is on the server.
+fn upsert_component(status: &mut ObservedStatus, mut new: ComponentStatus) {
+    match status.components.iter_mut().find(|c| c.name == new.name) {
+        Some(old) => {
+            if new.applied_digest.is_none() {
+                new.applied_digest = old.applied_digest.take();
+            }
+            if new.last_applied_at.is_none() {
+                new.last_applied_at = old.last_applied_at;
+            }
+            *old = new;
+        }
+        None => status.components.push(new),
+    }
+}
+
+async fn apply_components(
+    ctx: &Context,
+    target: &Target,
+    desired: &DesiredState,
+    status: &mut ObservedStatus,
+    deployment_id: &str,
+) -> Applied {
+    let mut drifted = Vec::new();
+    let mut failure: Option<(String, String)> = None;
+    // Keep the status list in apply order.
+    let mut ordered = Vec::with_capacity(desired.components.len());
+    for c in &desired.components {
+        if let Some((failed, _)) = &failure {
+            ordered.push(skipped(&c.name, &format!("skipped: {failed} failed before it")));
+            continue;
+        }
+        let script = match std::fs::read(ctx.layout.script(&c.name)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", ctx.layout.script(&c.name).display());
+                failure = Some((c.name.clone(), why.clone()));
+                ordered.push(failed(&c.name, None, why, 0));
+                continue;
+            }
+        };
+        let digest = component::digest(c, &script);
+        let previous = status.components.iter().find(|p| p.name == c.name);
+        let in_sync = previous
+            .is_some_and(|p| p.state == ComponentState::Applied && p.applied_digest.as_deref() == Some(&digest));
+        let started = Instant::now();
+        let mut mode = if in_sync { Mode::Check } else { Mode::Apply };
+        let mut run = execute(ctx, target, desired, c, &script, mode, deployment_id).await;
+        if mode == Mode::Check
+            && let Ok(out) = &run
+            && out.exit == Exit::Status(CHECK_WOULD_CHANGE)
+        {
+            info!(component = %c.name, "drift found");
+            if desired.drift_policy == DriftPolicy::Report {
+                drifted.push(c.name.clone());
+                let mut entry = previous.cloned().unwrap_or_else(|| skipped(&c.name, ""));
+                entry.state = ComponentState::Drifted;
+                entry.message = Some("a check run found drift; not corrected (driftPolicy: report)".to_owned());
+                ordered.push(entry);
+                continue;
+            }
+            mode = Mode::Apply;
+            run = execute(ctx, target, desired, c, &script, mode, deployment_id).await;
+        }
+        let elapsed = started.elapsed().as_millis() as u64;
+        let entry = match run {
+            Ok(out) if out.success() => {
+                let report = component::parse_report(&out.stdout_text());
+                for w in &report.warnings {
+                    warn!(component = %c.name, warning = %w, "script warning");
+                }
+                let changed = mode == Mode::Apply && report.changed;
+                if changed {
+                    info!(component = %c.name, "component applied with changes");
+                }
+                let last_applied_at = match (mode, previous) {
+                    (Mode::Check, Some(p)) => p.last_applied_at,
+                    _ => Some(Timestamp::now()),
+                };
+                let message = (!report.warnings.is_empty()).then(|| report.warnings.join("; "));
+                ComponentStatus {
+                    name: c.name.clone(),
+                    state: ComponentState::Applied,
+                    applied_digest: Some(digest),
+                    changed,
+                    duration_ms: Some(elapsed),
+                    last_applied_at,
+                    resources: report.resources,
+                    message,
+                }
+            }
+            Ok(out) => {
+                let why = match &out.exit {
+                    Exit::Status(code) => format!("exited with status {code}"),
+                    Exit::Signal(sig) => format!("killed by signal {sig}"),
+                    Exit::Closed => "the channel closed without an exit status".to_owned(),
+                };
+                let tail = component::last_lines(&out.stderr_text(), STDERR_LINES);
+                let message = if tail.is_empty() {
+                    why.clone()
+                } else {
+                    format!("{why}:\n{tail}")
+                };
+                failure = Some((c.name.clone(), why));
+                failed(
+                    &c.name,
+                    previous.and_then(|p| p.applied_digest.clone()),
+                    message,
+                    elapsed,
+                )
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                failure = Some((c.name.clone(), why.clone()));
+                failed(&c.name, previous.and_then(|p| p.applied_digest.clone()), why, elapsed)
+            }
+        };
+        ordered.push(entry);
+    }
+    for entry in ordered {
+        upsert_component(status, entry);
+    }
+    status
+        .components
+        .sort_by_key(|s| desired.components.iter().position(|c| c.name == s.name));
+    match failure {
+        Some((name, why)) => Applied::Failed(name, why),
+        None if !drifted.is_empty() => Applied::Drifted(drifted),
+        None => Applied::AllReady,
+    }
+}
+
+fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: u64) -> ComponentStatus {
+    warn!(component = %name, error = %message, "component failed");
+    ComponentStatus {
+        name: name.to_owned(),
+        state: ComponentState::Failed,
+        applied_digest,
+        changed: false,
+        duration_ms: Some(elapsed),
+        last_applied_at: None,
+        resources: Vec::new(),
+        message: Some(message),
+    }
+}
+
+async fn execute(
+    ctx: &Context,
+    target: &Target,
+    desired: &DesiredState,
+    c: &crate::desired::DesiredComponent,
+    script: &[u8],
+    mode: Mode,
+    deployment_id: &str,
+) -> Result<ExecOutput, crate::ssh::SshError> {
+    let run = Run {
+        server: &desired.name,
+        component: c,
+        mode,
+        deployment_id,
+    };
+    let request = ExecRequest {
+        command: "sh -s".to_owned(),
+        stdin: component::stdin_for(run, script),
+        deadline: if c.timeout.is_zero() {
+            Duration::from_secs(600)
+        } else {
+            c.timeout
+        },
+        sudo: true,
+    };
+    ctx.transport.exec(target, request).await
+}

@@ -1,0 +1,250 @@
+//! `chom reconcile` end to end against a real OpenSSH sshd on 127.0.0.1: components are
+//! applied, checked, re-applied on drift, skipped after a failure, and status files
+//! record it all.
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sshd::Sshd;
+
+const FILE_SCRIPT: &str = r#"#!/bin/sh
+# Writes CHOM_CFG_CONTENT to CHOM_CFG_PATH, only when it differs.
+set -eu
+if [ -f "$CHOM_CFG_PATH" ] && [ "$(cat "$CHOM_CFG_PATH")" = "$CHOM_CFG_CONTENT" ]; then
+    echo "::chom:: resource file $CHOM_CFG_PATH"
+    exit 0
+fi
+[ "$CHOM_MODE" = check ] && exit 100
+printf '%s' "$CHOM_CFG_CONTENT" > "$CHOM_CFG_PATH"
+echo "::chom:: changed"
+echo "::chom:: resource file $CHOM_CFG_PATH"
+"#;
+
+struct Fleet {
+    sshd: Sshd,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let sshd = Sshd::start();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("inventory.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        std::fs::write(dir.path().join("scripts/file.sh"), FILE_SCRIPT).unwrap();
+        std::fs::write(
+            dir.path().join("scripts/fail.sh"),
+            "echo 'about to fail' >&2\necho 'no space left' >&2\nexit 3\n",
+        )
+        .unwrap();
+        Self { sshd, dir }
+    }
+
+    fn server(&self, name: &str, extra: &str) {
+        let text = format!(
+            "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: {name}\nspec:\n  address: 127.0.0.1\n  ssh:\n    user: {user}\n    port: {port}\n    identityFile: {key}\n{extra}",
+            user = sshd::current_user(),
+            port = self.sshd.port,
+            key = self.sshd.client_key.display()
+        );
+        std::fs::write(self.dir.path().join(format!("inventory.d/{name}.yaml")), text).unwrap();
+    }
+
+    fn out(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{name}.out"))
+    }
+
+    fn reconcile(&self, names: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .args(["reconcile", "--known-hosts", self.sshd.known_hosts.to_str().unwrap()])
+            .args(names)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self, name: &str) -> Value {
+        let path = self.dir.path().join(format!("inventory.d/{name}.status.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc = chom::validate::parse_document(Path::new("s.yaml"), &text).unwrap();
+        doc.value
+    }
+}
+
+fn condition(status: &Value, type_: &str) -> Value {
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn component(status: &Value, name: &str) -> Value {
+    status["status"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn components_are_applied_once_then_checked_and_drift_is_corrected() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    fleet.server(
+        "web-1",
+        &format!(
+            "  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
+            out.display()
+        ),
+    );
+    let first = fleet.reconcile(&[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello");
+    let s = fleet.status("web-1");
+    assert_eq!(s["kind"], "ServerStatus");
+    assert_eq!(s["metadata"]["generation"], 1);
+    assert_eq!(s["status"]["observedGeneration"], 1);
+    assert_eq!(condition(&s, "Ready")["status"], "True");
+    assert_eq!(condition(&s, "Reachable")["status"], "True");
+    assert_eq!(condition(&s, "HardwareDetected")["status"], "True");
+    assert!(condition(&s, "Reconciling").is_null() && condition(&s, "Stalled").is_null());
+    assert!(s["status"]["hardware"]["cpu"].as_u64().unwrap() >= 1);
+    let c = component(&s, "file");
+    assert_eq!(
+        (c["state"].as_str(), c["changed"].as_bool()),
+        (Some("Applied"), Some(true))
+    );
+    assert_eq!(c["resources"][0]["kind"], "file");
+    let ready_since = condition(&s, "Ready")["lastTransitionTime"].clone();
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = fleet.reconcile(&[]);
+    assert!(second.status.success());
+    let s = fleet.status("web-1");
+    assert_eq!(component(&s, "file")["changed"], false, "in sync: only checked");
+    assert_eq!(
+        condition(&s, "Ready")["lastTransitionTime"],
+        ready_since,
+        "no transition, no new time"
+    );
+    assert_eq!(s["metadata"]["generation"], 1);
+    assert_eq!(s["status"]["recentRuns"].as_array().unwrap().len(), 2);
+
+    std::fs::write(&out, "tampered").unwrap();
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello", "drift corrected");
+    assert_eq!(component(&fleet.status("web-1"), "file")["changed"], true);
+
+    // A config change is a new generation and is applied.
+    fleet.server(
+        "web-1",
+        &format!(
+            "  components:\n    - name: file\n      config: {{path: {}, content: bye}}\n",
+            out.display()
+        ),
+    );
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "bye");
+    assert_eq!(fleet.status("web-1")["metadata"]["generation"], 2);
+}
+
+#[test]
+fn drift_is_only_reported_under_the_report_policy() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    fleet.server(
+        "web-1",
+        &format!(
+            "  driftPolicy: report\n  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
+            out.display()
+        ),
+    );
+    assert!(fleet.reconcile(&[]).status.success());
+    std::fs::write(&out, "tampered").unwrap();
+    fleet.reconcile(&[]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "tampered", "not corrected");
+    let s = fleet.status("web-1");
+    assert_eq!(condition(&s, "Drifted")["status"], "True");
+    assert_eq!(condition(&s, "Ready")["reason"], "Drifted");
+    assert_eq!(component(&s, "file")["state"], "Drifted");
+}
+
+#[test]
+fn a_failed_component_stops_the_later_ones_and_fails_the_run() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    fleet.server(
+        "web-1",
+        &format!(
+            "  components:\n    - name: fail\n    - name: file\n      config: {{path: {}, content: x}}\n",
+            out.display()
+        ),
+    );
+    let run = fleet.reconcile(&[]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(!out.exists(), "the later component never ran");
+    let s = fleet.status("web-1");
+    let failed = component(&s, "fail");
+    assert_eq!(failed["state"], "Failed");
+    assert!(failed["message"].as_str().unwrap().contains("exited with status 3"));
+    assert!(failed["message"].as_str().unwrap().contains("no space left"));
+    let skipped = component(&s, "file");
+    assert_eq!(skipped["state"], "Skipped");
+    assert!(skipped["message"].as_str().unwrap().contains("fail failed"));
+    assert_eq!(condition(&s, "Ready")["reason"], "ComponentFailed");
+    assert_eq!(s["status"]["consecutiveFailures"], 1);
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.contains("web-1") && table.contains("Failed"), "{table}");
+}
+
+#[test]
+fn servers_below_their_role_minimum_are_not_deployed_to() {
+    let fleet = Fleet::new();
+    std::fs::write(
+        fleet.dir.path().join("inventory.d/huge.yaml"),
+        "apiVersion: chom.dev/v1\nkind: Role\nmetadata:\n  name: huge\nspec:\n  requirements: {minMemoryMb: 999999999}\n",
+    )
+    .unwrap();
+    let out = fleet.out("big-1");
+    fleet.server(
+        "big-1",
+        &format!(
+            "  role: huge\n  components:\n    - name: file\n      config: {{path: {}, content: x}}\n",
+            out.display()
+        ),
+    );
+    let run = fleet.reconcile(&[]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(!out.exists());
+    let s = fleet.status("big-1");
+    assert_eq!(condition(&s, "RequirementsMet")["reason"], "InsufficientMemory");
+    assert_eq!(condition(&s, "Stalled")["status"], "True");
+    assert_eq!(component(&s, "file")["state"], "Skipped");
+}
+
+#[test]
+fn suspended_servers_are_left_alone_and_say_so() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    fleet.server(
+        "web-1",
+        &format!(
+            "  suspend: true\n  components:\n    - name: file\n      config: {{path: {}, content: x}}\n",
+            out.display()
+        ),
+    );
+    assert!(fleet.reconcile(&[]).status.success());
+    assert!(!out.exists());
+    assert_eq!(condition(&fleet.status("web-1"), "Ready")["reason"], "Suspended");
+}
