@@ -2,7 +2,10 @@
 //! Each subcommand lives in `cli/<name>.rs` with a `run`; output for people goes to
 //! stdout through renderers, never through tracing.
 
+mod daemon;
+mod demo;
 mod detect;
+mod get;
 mod init;
 mod reconcile;
 mod schema;
@@ -67,6 +70,12 @@ pub enum Command {
     Trust(trust::TrustArgs),
     /// Reconcile servers once: detect, judge, apply components, write status files.
     Reconcile(reconcile::ReconcileArgs),
+    /// Show servers and their status (kubectl-style).
+    Get(get::GetArgs),
+    /// Watch the inventory and keep every server reconciled.
+    Daemon(daemon::DaemonArgs),
+    /// A first look: a throwaway loopback sshd, a demo inventory and the daemon.
+    Demo(demo::DemoArgs),
 }
 
 /// Where the inventory is, shared by every subcommand that reads it.
@@ -196,6 +205,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Detect(args) => detect::run(&args),
         Command::Trust(args) => trust::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
+        Command::Get(args) => get::run(&args),
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Demo(args) => demo::run(&args),
     }
 }
 

@@ -4,15 +4,18 @@
 
 pub mod cli;
 pub mod component;
+pub mod daemon;
 pub mod desired;
 pub mod detect;
 pub mod diag;
 pub mod facts;
 pub mod inventory;
 pub mod judge;
+pub mod queue;
 pub mod reconcile;
 pub mod resource;
 pub mod schema;
 pub mod ssh;
 pub mod status;
 pub mod validate;
+pub mod watch;

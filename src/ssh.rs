@@ -182,6 +182,11 @@ impl Transport {
         self.pool.open_connections()
     }
 
+    /// Disconnects the pooled connection of one target, if any.
+    pub async fn disconnect(&self, target: &Target) {
+        self.pool.close(target).await;
+    }
+
     /// Disconnects every pooled connection (commands still running on them are cut off).
     pub async fn close_all(&self) {
         self.pool.close_all().await;

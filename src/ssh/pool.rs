@@ -158,6 +158,17 @@ impl Pool {
             .count()
     }
 
+    /// Closes the connection of one target, if there is one (a server removed from the
+    /// inventory must not keep a session open until the idle timeout).
+    pub(crate) async fn close(&self, target: &Target) {
+        let taken = lock(&self.slots)
+            .get(&Key::of(target))
+            .and_then(|slot| lock(&slot.conn).take());
+        if let Some(conn) = taken {
+            conn.close("server removed").await;
+        }
+    }
+
     pub(crate) async fn close_all(&self) {
         let taken: Vec<Arc<Conn>> = self.all().iter().filter_map(|slot| lock(&slot.conn).take()).collect();
         for conn in taken {

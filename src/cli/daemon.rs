@@ -1,0 +1,108 @@
+//! `chom daemon`: run the operator in the foreground (under systemd, or by hand).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{SshArgs, TreeArgs};
+use crate::resource::DurationSpec;
+
+/// Watch the inventory and keep every server reconciled, writing status files.
+///
+/// Stops on SIGTERM or Ctrl-C after letting reconciles in flight finish (a second
+/// signal cancels them); SIGHUP forces a full resync.
+///
+/// Examples:
+///   chom daemon
+///   chom daemon --workers 64 --state-dir /var/lib/chom
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DaemonArgs {
+    /// Where the tree is.
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// SSH settings.
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// The daemon's own state: lock file, history, audit trail [default: .chom/ beside
+    /// the inventory, or $STATE_DIRECTORY under systemd].
+    #[arg(long, value_name = "DIR", env = "CHOM_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Work queue and watch tuning, shared with `chom demo`.
+#[derive(Debug, Clone, Args)]
+pub struct Tuning {
+    /// Servers reconciled at once.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub workers: usize,
+    /// Reconcile starts per second across the fleet (token bucket rate).
+    #[arg(long, default_value_t = 10.0, value_name = "PER_SEC")]
+    pub rate: f64,
+    /// Reconcile starts allowed in a burst (token bucket size).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub burst: u32,
+    /// First retry delay after a failure; doubles per failure.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// Full re-list of the tree as a safety net against lost file events.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub relist_interval: Duration,
+    /// How long file events are gathered into one change set.
+    #[arg(long, default_value = "150ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub debounce: Duration,
+    /// How long reconciles in flight may run after SIGTERM before they are cancelled.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    DurationSpec::parse(text)
+        .map(|d| d.0)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 500ms, 30s or 10m"))
+}
+
+impl Tuning {
+    /// The daemon configuration for a tree.
+    pub fn config(&self, tree: &TreeArgs, state_dir: PathBuf) -> crate::daemon::Config {
+        crate::daemon::Config {
+            layout: tree.layout(),
+            base: super::tree_base(tree),
+            state_dir,
+            workers: self.workers,
+            queue: crate::queue::QueueConfig {
+                rate_per_sec: self.rate,
+                burst: self.burst,
+                backoff_base: self.backoff_base,
+                backoff_max: self.backoff_max,
+                ..crate::queue::QueueConfig::default()
+            },
+            watch: crate::watch::WatchConfig {
+                debounce: self.debounce,
+                relist_every: self.relist_interval,
+            },
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+/// Runs until stopped.
+pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| super::tree_base(&args.tree).join(".chom"));
+    let config = args.tuning.config(&args.tree, state_dir);
+    let transport = Arc::new(args.ssh.transport());
+    super::runtime()?.block_on(crate::daemon::run(config, transport))?;
+    Ok(ExitCode::SUCCESS)
+}

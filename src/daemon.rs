@@ -1,0 +1,377 @@
+//! `chom daemon`: the wiring of the operator. Watcher → refresh of the store through
+//! the validation road → work queue → workers that reconcile and write status files;
+//! signals, the lock file and shutdown. The only module that spawns long-lived tasks.
+
+mod store;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::inventory::Layout;
+use crate::queue::{Queue, QueueConfig};
+use crate::reconcile::{self, Context};
+use crate::ssh::Transport;
+use crate::status::{self, ConditionStatus, ObservedStatus, ReconcileResult, Timestamp, types};
+use crate::watch::{WatchConfig, WatchPaths, Watcher};
+use store::{Changes, Store};
+
+/// How often a server waiting for its dependencies looks again.
+const DEPENDENCY_RECHECK: Duration = Duration::from_secs(30);
+
+/// Settings of one daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the tree is.
+    pub layout: Layout,
+    /// The folder relative `identityFile`s are resolved from.
+    pub base: PathBuf,
+    /// History, audit and the lock file.
+    pub state_dir: PathBuf,
+    /// Concurrent reconciles.
+    pub workers: usize,
+    /// Queue settings (rate, burst, backoff).
+    pub queue: QueueConfig,
+    /// Watcher settings (debounce, periodic re-list).
+    pub watch: WatchConfig,
+    /// How long in-flight reconciles may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// Errors that stop the daemon (per-server failures never do).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon holds the lock.
+    #[error("another chom daemon is already running on this inventory (lock {path} is held); stop it first")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The state directory cannot be used.
+    #[error("cannot use the state directory {path}")]
+    StateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tree cannot be read.
+    #[error(transparent)]
+    Inventory(#[from] crate::validate::FatalError),
+    /// The watcher could not start.
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Takes the daemon lock in the state directory; held until the returned file drops.
+pub fn lock(state_dir: &Path) -> Result<File, DaemonError> {
+    let io = |source| DaemonError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let path = state_dir.join("daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            use std::io::Write as _;
+            let mut f = &file;
+            let _ = f.set_len(0);
+            let _ = writeln!(f, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+struct Shared {
+    config: Config,
+    ctx: Context,
+    store: Mutex<Store>,
+    queue: Queue<String>,
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `ready` is called once the first listing is
+/// done (for systemd readiness and `/readyz`).
+pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), DaemonError> {
+    let _lock = lock(&config.state_dir)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let ctx = Context {
+        transport: transport.clone(),
+        layout: config.layout.clone(),
+        base: config.base.clone(),
+    };
+    let shared = Arc::new(Shared {
+        queue: Queue::new(config.queue.clone()),
+        config: config.clone(),
+        ctx,
+        store: Mutex::new(Store::default()),
+    });
+    let paths = WatchPaths {
+        inventory: config.layout.inventory.clone(),
+        scripts: config.layout.scripts.clone(),
+        secrets: config.layout.secrets.clone(),
+    };
+    // Start watching before the first listing so nothing changed in between is missed.
+    let (watcher, mut changes) = Watcher::start(&paths, config.watch)?;
+    refresh(&shared).await?;
+    info!(
+        servers = shared.store().servers.len(),
+        workers = config.workers,
+        "daemon started"
+    );
+
+    let hard_stop = CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.workers.max(1) {
+        workers.spawn(worker(shared.clone(), hard_stop.clone()));
+    }
+
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Some(set) => {
+                    tracing::debug!(paths = set.paths.len(), relist = set.relist, "inventory changed");
+                    if let Err(e) = refresh(&shared).await {
+                        error!(error = %e, "re-reading the inventory failed; keeping the last state");
+                    }
+                }
+                None => {
+                    warn!("the file watcher stopped; relying on signals only");
+                    std::future::pending::<()>().await;
+                }
+            },
+            _ = hup.recv() => {
+                info!("SIGHUP: full resync");
+                if let Err(e) = refresh(&shared).await {
+                    error!(error = %e, "re-reading the inventory failed");
+                }
+                let names: Vec<String> = shared.store().servers.keys().cloned().collect();
+                for name in names {
+                    shared.queue.add(name);
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    info!(timeout = ?config.shutdown_timeout, "stopping: no new work; waiting for reconciles in flight");
+    drop(watcher);
+    shared.queue.shut_down();
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        tokio::select! {
+            _ = async { while workers.join_next().await.is_some() {} } => true,
+            _ = term.recv() => false,
+            _ = int.recv() => false,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !drained {
+        warn!("cancelling reconciles still in flight");
+        hard_stop.cancel();
+        while workers.join_next().await.is_some() {}
+    }
+    transport.close_all().await;
+    info!("daemon stopped");
+    Ok(())
+}
+
+/// Re-validates the tree and applies what changed: queue new and changed servers,
+/// drop removed ones, rewrite statuses whose file validity changed.
+async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
+    let layout = shared.config.layout.clone();
+    let report = tokio::task::spawn_blocking(move || crate::validate::load(&layout, &[]))
+        .await
+        .map_err(|e| DaemonError::StateDir {
+            path: shared.config.state_dir.clone(),
+            source: std::io::Error::other(e),
+        })??;
+    let changes: Changes = shared.store().refresh(&report, &shared.config.layout);
+    for t in &changes.removed {
+        info!(server = %t.desired.name, file = %t.entry.path.display(), "server removed from the inventory");
+        shared.queue.remove(&t.desired.name);
+        let target = crate::detect::target_for(&t.entry, &shared.config.base);
+        shared.ctx.transport.disconnect(&target).await;
+        let path = t.entry.status_path();
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(file = %path.display(), error = %e, "cannot remove the status file");
+        }
+    }
+    for name in &changes.validity {
+        let doc = shared
+            .store()
+            .servers
+            .get(name)
+            .map(|t| (t.entry.status_path(), t.document()));
+        if let Some((path, doc)) = doc {
+            if !doc.status.spec_errors.is_empty() {
+                warn!(server = %name, "the server's file no longer validates; its last valid state stays in force");
+            }
+            write_status(&path, &doc);
+        }
+    }
+    for (file, name, errors) in changes.never_valid {
+        let path = file.with_file_name(format!("{name}.status.yaml"));
+        let mut observed = ObservedStatus {
+            spec_errors: errors,
+            ..ObservedStatus::default()
+        };
+        observed.set_condition(
+            types::SPEC_VALID,
+            ConditionStatus::False,
+            "Invalid",
+            format!("{} has never validated; nothing is done until it does", file.display()),
+            0,
+            Timestamp::now(),
+        );
+        write_status(&path, &status::document(&name, 0, "", observed));
+    }
+    for name in changes.changed {
+        shared.queue.add(name);
+    }
+    Ok(())
+}
+
+fn write_status(path: &Path, doc: &status::ServerStatus) {
+    match status::write_if_changed(path, doc) {
+        Ok(true) => tracing::debug!(file = %path.display(), "status written"),
+        Ok(false) => {}
+        Err(e) => error!(file = %path.display(), error = %e, "cannot write the status file"),
+    }
+}
+
+async fn worker(shared: Arc<Shared>, hard_stop: CancellationToken) {
+    while let Some(name) = shared.queue.get().await {
+        tokio::select! {
+            _ = reconcile_one(&shared, &name) => {}
+            _ = hard_stop.cancelled() => {
+                shared.queue.done(&name);
+                return;
+            }
+        }
+        shared.queue.done(&name);
+    }
+}
+
+async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
+    let Some(tracked) = shared.store().servers.get(name).cloned() else {
+        return;
+    };
+    let deployment_id = reconcile::new_deployment_id();
+    if let Some(waiting) = unready_dependency(shared, &tracked.desired.depends_on) {
+        let mut t = tracked.clone();
+        t.observed.set_condition(
+            types::READY,
+            ConditionStatus::False,
+            "DependencyNotReady",
+            format!("waiting for {waiting} to be Ready at its current generation"),
+            t.generation,
+            Timestamp::now(),
+        );
+        t.observed.observed_generation = t.generation;
+        store_and_write(shared, name, &t, t.observed.clone());
+        shared.queue.add_after(name.to_owned(), DEPENDENCY_RECHECK);
+        return;
+    }
+    let outcome = reconcile::reconcile(
+        &shared.ctx,
+        &tracked.entry,
+        &tracked.desired,
+        tracked.generation,
+        Some(&tracked.observed),
+        &deployment_id,
+    )
+    .await;
+    let mut observed = outcome.status;
+    match outcome.result {
+        ReconcileResult::Failed => {
+            let delay = shared.queue.add_rate_limited(name.to_owned());
+            observed.next_retry_at = Some(Timestamp(std::time::SystemTime::now() + delay));
+        }
+        _ => {
+            shared.queue.forget(&name.to_owned());
+            if !tracked.desired.suspend {
+                shared
+                    .queue
+                    .add_after_jittered(name.to_owned(), tracked.desired.interval, 0.1);
+            }
+        }
+    }
+    let ready = observed.is_ready_at(tracked.generation);
+    store_and_write(shared, name, &tracked, observed);
+    if ready {
+        // Servers waiting for this one need not wait for their next 30 s re-check.
+        let waiting: Vec<String> = shared
+            .store()
+            .servers
+            .values()
+            .filter(|t| t.desired.depends_on.iter().any(|d| d == name) && !t.observed.is_ready_at(t.generation))
+            .map(|t| t.desired.name.clone())
+            .collect();
+        for dependent in waiting {
+            shared.queue.add(dependent);
+        }
+    }
+}
+
+/// Stores the new observed status unless the server changed or vanished meanwhile (a
+/// newer pass is queued then), and writes the status file.
+fn store_and_write(shared: &Arc<Shared>, name: &str, seen: &store::Tracked, observed: ObservedStatus) {
+    let doc = {
+        let mut store = shared.store();
+        let Some(current) = store.servers.get_mut(name) else {
+            return;
+        };
+        if current.generation != seen.generation {
+            // Keep what was learnt (hardware, component digests) but not the verdict
+            // on a desired state that is no longer in force.
+            observed.clone_into(&mut current.observed);
+            current.observed.observed_generation = seen.generation;
+        } else {
+            current.observed = observed;
+        }
+        (current.entry.status_path(), current.document())
+    };
+    write_status(&doc.0, &doc.1);
+}
+
+/// The first dependency not Ready at its current generation, if any.
+fn unready_dependency(shared: &Arc<Shared>, deps: &[String]) -> Option<String> {
+    let store = shared.store();
+    deps.iter()
+        .find(|d| {
+            store
+                .servers
+                .get(*d)
+                .is_none_or(|t| !t.observed.is_ready_at(t.generation))
+        })
+        .cloned()
+}

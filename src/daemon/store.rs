@@ -1,0 +1,198 @@
+//! The daemon's view of the fleet: per server the desired state in force, its hash and
+//! generation, the last observed status, and whether its file currently validates.
+//! `refresh` turns a fresh validation of the tree into the set of servers to reconcile
+//! and the ones removed. It performs no I/O besides reading status files at start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::desired::{self, DesiredState};
+use crate::diag::Diagnostic;
+use crate::inventory::ServerEntry;
+use crate::status::{self, ConditionStatus, ObservedStatus, ServerStatus, Timestamp, types};
+use crate::validate::Report;
+
+/// Everything the daemon knows about one server.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    /// The last valid resource and its file.
+    pub entry: ServerEntry,
+    /// The desired state in force (the last valid one, while the file is broken).
+    pub desired: DesiredState,
+    /// Its hash.
+    pub hash: String,
+    /// Its generation.
+    pub generation: u64,
+    /// The last observed status.
+    pub observed: ObservedStatus,
+    /// Findings that keep the file from validating now (empty when it validates).
+    pub spec_errors: Vec<String>,
+}
+
+impl Tracked {
+    /// The status document to write.
+    pub fn document(&self) -> ServerStatus {
+        let mut observed = self.observed.clone();
+        observed.spec_errors.clone_from(&self.spec_errors);
+        let now = Timestamp::now();
+        if self.spec_errors.is_empty() {
+            observed.set_condition(
+                types::SPEC_VALID,
+                ConditionStatus::True,
+                "Valid",
+                "the server's file validates",
+                self.generation,
+                now,
+            );
+        } else {
+            observed.set_condition(
+                types::SPEC_VALID,
+                ConditionStatus::False,
+                "Invalid",
+                format!(
+                    "{} is invalid; the last valid desired state (generation {}) stays in force",
+                    self.entry.path.display(),
+                    self.generation
+                ),
+                self.generation,
+                now,
+            );
+        }
+        status::document(&self.desired.name, self.generation, &self.hash, observed)
+    }
+}
+
+/// What a refresh found.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// New servers and servers whose desired state changed: reconcile them.
+    pub changed: BTreeSet<String>,
+    /// Servers whose file disappeared: stop, disconnect, remove their status.
+    pub removed: Vec<Tracked>,
+    /// Servers whose file validity changed: rewrite their status.
+    pub validity: BTreeSet<String>,
+    /// Files that never validated, with their findings: a status saying why goes beside
+    /// them.
+    pub never_valid: Vec<(PathBuf, String, Vec<String>)>,
+}
+
+/// All tracked servers.
+#[derive(Debug, Default)]
+pub struct Store {
+    /// By name.
+    pub servers: BTreeMap<String, Tracked>,
+}
+
+fn finding_line(d: &Diagnostic) -> String {
+    format!(
+        "{}:{}:{}: {}[{}]: {}",
+        d.file.display(),
+        d.line,
+        d.column,
+        if d.is_error() { "error" } else { "warning" },
+        d.code,
+        d.message
+    )
+}
+
+fn stem(path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    Some(
+        name.strip_suffix(".yaml")
+            .or_else(|| name.strip_suffix(".yml"))?
+            .to_owned(),
+    )
+}
+
+impl Store {
+    /// Applies a fresh validation report.
+    pub fn refresh(&mut self, report: &Report, layout: &crate::inventory::Layout) -> Changes {
+        let mut changes = Changes::default();
+        let inventory = &report.inventory;
+        let digests = desired::script_digests(inventory, layout);
+        let mut errors_by_file: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for d in report.diagnostics.iter().filter(|d| d.is_error()) {
+            errors_by_file.entry(d.file.clone()).or_default().push(finding_line(d));
+        }
+
+        for (name, entry) in &inventory.servers {
+            let desired = desired::desired_state(inventory, entry, &digests);
+            let hash = desired.hash();
+            match self.servers.get_mut(name) {
+                Some(t) => {
+                    if !t.spec_errors.is_empty() {
+                        t.spec_errors.clear();
+                        changes.validity.insert(name.clone());
+                    }
+                    if t.hash != hash || t.entry.path != entry.path {
+                        if t.hash != hash {
+                            t.generation += 1;
+                        }
+                        t.entry = entry.clone();
+                        t.desired = desired;
+                        t.hash = hash;
+                        changes.changed.insert(name.clone());
+                    }
+                }
+                None => {
+                    // A restart keeps the generation recorded in the status file.
+                    let previous = status::read(&entry.status_path());
+                    let generation = status::generation_for(previous.as_ref(), &hash);
+                    let observed = previous.map(|p| p.status).unwrap_or_default();
+                    self.servers.insert(
+                        name.clone(),
+                        Tracked {
+                            entry: entry.clone(),
+                            desired,
+                            hash,
+                            generation,
+                            observed,
+                            spec_errors: Vec::new(),
+                        },
+                    );
+                    changes.changed.insert(name.clone());
+                }
+            }
+        }
+
+        let gone: Vec<String> = self
+            .servers
+            .keys()
+            .filter(|n| !inventory.servers.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some(t) = self.servers.get_mut(&name) else { continue };
+            let errors = errors_by_file.get(&t.entry.path);
+            // The file is still there but broken (or references something broken):
+            // keep the last valid desired state in force and say why in its status.
+            if t.entry.path.exists() {
+                let errors = errors.cloned().unwrap_or_else(|| {
+                    vec![format!(
+                        "{} depends on a resource that does not validate (see `chom validate`)",
+                        t.entry.path.display()
+                    )]
+                });
+                if t.spec_errors != errors {
+                    t.spec_errors = errors;
+                    changes.validity.insert(name.clone());
+                }
+            } else if let Some(t) = self.servers.remove(&name) {
+                changes.removed.push(t);
+            }
+        }
+
+        let tracked_paths: BTreeSet<&PathBuf> = self.servers.values().map(|t| &t.entry.path).collect();
+        for (file, errors) in &errors_by_file {
+            if tracked_paths.contains(file) || !file.starts_with(&layout.inventory) {
+                continue;
+            }
+            // Roles get no status file; a file that says it is one is left to `chom validate`.
+            let is_role = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "kind: Role"));
+            if let Some(name) = stem(file).filter(|n| !is_role && crate::resource::is_rfc1123_label(n)) {
+                changes.never_valid.push((file.clone(), name, errors.clone()));
+            }
+        }
+        changes
+    }
+}

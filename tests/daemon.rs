@@ -1,0 +1,354 @@
+//! `chom daemon` end to end: a real daemon process over a tree in a temp dir, talking to
+//! a real OpenSSH sshd on 127.0.0.1. Files are dropped, edited, broken and deleted by
+//! the test; status files must follow.
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sshd::Sshd;
+
+const FILE_SCRIPT: &str = r#"#!/bin/sh
+set -eu
+if [ -f "$CHOM_CFG_PATH" ] && [ "$(cat "$CHOM_CFG_PATH")" = "$CHOM_CFG_CONTENT" ]; then exit 0; fi
+[ "$CHOM_MODE" = check ] && exit 100
+printf '%s' "$CHOM_CFG_CONTENT" > "$CHOM_CFG_PATH"
+echo "::chom:: changed"
+"#;
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `reconcile finished` log lines per server.
+    fn reconciles(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for line in self.log().lines().filter(|l| l.contains("reconcile finished")) {
+            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            let server = v["span"]["server"].as_str().unwrap_or("?").to_owned();
+            *counts.entry(server).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "daemon did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Fleet {
+    sshd: Sshd,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let sshd = Sshd::start();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("inventory.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        std::fs::write(dir.path().join("scripts/file.sh"), FILE_SCRIPT).unwrap();
+        std::fs::write(dir.path().join("scripts/slow.sh"), "sleep 3\n").unwrap();
+        Self { sshd, dir }
+    }
+
+    fn inventory(&self) -> PathBuf {
+        self.dir.path().join("inventory.d")
+    }
+
+    fn server_text(&self, name: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: {name}\nspec:\n  address: 127.0.0.1\n  ssh:\n    user: {user}\n    port: {port}\n    identityFile: {key}\n{extra}",
+            user = sshd::current_user(),
+            port = self.sshd.port,
+            key = self.sshd.client_key.display()
+        )
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        // Written beside and renamed into place, as editors and git do.
+        let tmp = self.inventory().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.inventory().join(format!("{name}.yaml"))).unwrap();
+    }
+
+    fn file_component(&self, name: &str, content: &str) -> String {
+        format!(
+            "  components:\n    - name: file\n      config: {{path: {}, content: {content}}}\n",
+            self.dir.path().join(format!("{name}.out")).display()
+        )
+    }
+
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let log = self
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", std::process::id() ^ rand_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env("CHOM_LOG", "chom=info")
+            .args([
+                "--log-format",
+                "json",
+                "daemon",
+                "--known-hosts",
+                self.sshd.known_hosts.to_str().unwrap(),
+            ])
+            .args(["--rate", "1000", "--burst", "1000", "--debounce", "100ms"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn status_path(&self, name: &str) -> PathBuf {
+        self.inventory().join(format!("{name}.status.yaml"))
+    }
+
+    fn status(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.status_path(name)).ok()?;
+        chom::validate::parse_document(Path::new("s.yaml"), &text)
+            .ok()
+            .map(|d| d.value)
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() as u32
+}
+
+fn condition(status: &Value, type_: &str) -> Value {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Polls until `check` holds (bounded).
+#[track_caller]
+fn wait_for(what: &str, daemon: &Daemon, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}; daemon log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn no_temp_files(dir: &Path) {
+    let leftovers: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".chom-status-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn status_files_follow_files_being_added_edited_broken_and_removed() {
+    let fleet = Fleet::new();
+    let mut daemon = fleet.daemon(&[]);
+    let out = fleet.dir.path().join("web-1.out");
+
+    fleet.write(
+        "web-1",
+        &fleet.server_text("web-1", &fleet.file_component("web-1", "one")),
+    );
+    wait_for("web-1 Ready", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
+    });
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "one");
+    let s = fleet.status("web-1").unwrap();
+    assert_eq!(s["metadata"]["generation"], 1);
+    assert_eq!(condition(&s, "SpecValid")["status"], "True");
+
+    fleet.write(
+        "web-1",
+        &fleet.server_text("web-1", &fleet.file_component("web-1", "two")),
+    );
+    wait_for("generation 2 applied", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| s["status"]["observedGeneration"] == 2 && condition(&s, "Ready")["status"] == "True")
+    });
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "two");
+
+    // Broken: the last valid state stays in force, the status says why, others go on.
+    fleet.write(
+        "web-1",
+        "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: web-1\nspec:\n  adress: x\n",
+    );
+    wait_for("SpecValid=False", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "SpecValid")["status"] == "False")
+    });
+    let s = fleet.status("web-1").unwrap();
+    let errors = s["status"]["specErrors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("web-1.yaml:6:3: error[unknown-field]")),
+        "{errors:?}"
+    );
+    assert_eq!(s["metadata"]["generation"], 2);
+    fleet.write(
+        "web-2",
+        &fleet.server_text("web-2", &fleet.file_component("web-2", "x")),
+    );
+    wait_for("web-2 Ready", &daemon, || {
+        fleet
+            .status("web-2")
+            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
+    });
+
+    // A file that never validated gets a status saying why.
+    fleet.write(
+        "web-3",
+        "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: web-3\nspec: {}\n",
+    );
+    wait_for("web-3 status", &daemon, || {
+        fleet
+            .status("web-3")
+            .is_some_and(|s| condition(&s, "SpecValid")["status"] == "False")
+    });
+
+    // Deleted: status removed.
+    std::fs::remove_file(fleet.inventory().join("web-2.yaml")).unwrap();
+    wait_for("web-2 status removed", &daemon, || !fleet.status_path("web-2").exists());
+    assert!(daemon.log().contains("server removed from the inventory"));
+
+    // A second daemon on the same inventory refuses to start.
+    let second = Command::new(env!("CARGO_BIN_EXE_chom"))
+        .current_dir(fleet.dir.path())
+        .env("HOME", fleet.dir.path())
+        .args(["daemon", "--known-hosts", fleet.sshd.known_hosts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit:?}: {}", daemon.log());
+    no_temp_files(&fleet.inventory());
+}
+
+#[test]
+fn a_burst_of_500_files_reconciles_each_server_exactly_once() {
+    let fleet = Fleet::new();
+    let daemon = fleet.daemon(&["--workers", "16"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Suspended servers go through the whole queue and status path without SSH, so
+    // the test measures the informer and the queue, not the sshd.
+    for i in 0..500 {
+        let name = format!("s-{i:03}");
+        std::fs::write(
+            fleet.inventory().join(format!("{name}.yaml")),
+            fleet.server_text(&name, "  suspend: true\n"),
+        )
+        .unwrap();
+    }
+    wait_for("500 statuses", &daemon, || daemon.reconciles().len() == 500);
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = daemon.reconciles();
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "{:?}",
+        counts.iter().filter(|(_, c)| **c != 1).collect::<Vec<_>>()
+    );
+    for i in (0..500).step_by(50) {
+        let s = fleet.status(&format!("s-{i:03}")).unwrap();
+        assert_eq!(condition(&s, "Ready")["reason"], "Suspended");
+    }
+
+    // An idle daemon neither reconciles nor writes.
+    let mtimes = |fleet: &Fleet| -> Vec<std::time::SystemTime> {
+        (0..500)
+            .map(|i| {
+                std::fs::metadata(fleet.status_path(&format!("s-{i:03}")))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let before = mtimes(&fleet);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(mtimes(&fleet), before, "no status writes while idle");
+    assert_eq!(
+        daemon.reconciles().values().sum::<usize>(),
+        500,
+        "no reconciles while idle"
+    );
+}
+
+#[test]
+fn sigterm_during_a_slow_reconcile_lets_it_finish_and_exits_cleanly() {
+    let fleet = Fleet::new();
+    fleet.write(
+        "slow-1",
+        &fleet.server_text("slow-1", "  components:\n    - name: slow\n"),
+    );
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("the slow component to start", &daemon, || {
+        daemon.log().contains("daemon started")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit:?}: {}", daemon.log());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let s = fleet
+        .status("slow-1")
+        .expect("the in-flight reconcile finished and wrote its status");
+    assert_eq!(condition(&s, "Ready")["status"], "True");
+    no_temp_files(&fleet.inventory());
+}
