@@ -25,6 +25,9 @@ pub enum Mode {
     Apply,
     /// Only say whether it matches (exit 0) or would change ([`CHECK_WOULD_CHANGE`]).
     Check,
+    /// Undo what the component installed (dropped from the list under `prune: true`);
+    /// scripts must never delete data directories.
+    Remove,
 }
 
 impl Mode {
@@ -32,6 +35,7 @@ impl Mode {
         match self {
             Mode::Apply => "apply",
             Mode::Check => "check",
+            Mode::Remove => "remove",
         }
     }
 }
@@ -122,6 +126,64 @@ pub fn digest(component: &DesiredComponent, script: &[u8]) -> String {
     hasher.update([0]);
     hasher.update(Value::Object(component.config.clone()).to_string().as_bytes());
     format!("sha256:{}", hex(&hasher.finalize()[..16]))
+}
+
+/// SHA-256 of a script's bytes (first 16 bytes, hex).
+pub fn script_sha(script: &[u8]) -> String {
+    hex(&Sha256::digest(script)[..16])
+}
+
+/// What a pass has to do with one component, decided from digests and timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Never applied on this server.
+    NeverApplied,
+    /// The script's bytes changed since it was applied.
+    ScriptChanged,
+    /// The version or merged config changed since it was applied.
+    ConfigChanged,
+    /// The last run failed (or was skipped): apply again.
+    NotApplied,
+    /// Applied with this digest; a check run is due.
+    CheckDue,
+    /// Applied with this digest and checked recently: nothing to run.
+    InSync,
+}
+
+/// Decides what to do with a component: compare the applied digest with the current
+/// one; an unchanged component is checked once per `interval` (a pass triggered by a
+/// change elsewhere does not re-run it).
+pub fn pending(
+    previous: Option<&crate::status::ComponentStatus>,
+    digest: &str,
+    script: &[u8],
+    interval: std::time::Duration,
+    now: std::time::SystemTime,
+) -> Pending {
+    use crate::status::ComponentState;
+    let Some(p) = previous else {
+        return Pending::NeverApplied;
+    };
+    if p.applied_digest.as_deref() != Some(digest) {
+        if p.applied_digest.is_none() {
+            return Pending::NeverApplied;
+        }
+        return if p.applied_script.as_deref() != Some(&script_sha(script)) {
+            Pending::ScriptChanged
+        } else {
+            Pending::ConfigChanged
+        };
+    }
+    if !matches!(p.state, ComponentState::Applied | ComponentState::Drifted) {
+        return Pending::NotApplied;
+    }
+    // Passes come back after `interval` ±10 %; 85 % keeps a jittered-early pass a check.
+    let due = interval.mul_f64(0.85);
+    let last = p.last_checked_at.or(p.last_applied_at);
+    match last.and_then(|t| now.duration_since(t.0).ok()) {
+        Some(age) if age < due && p.state == ComponentState::Applied => Pending::InSync,
+        _ => Pending::CheckDue,
+    }
 }
 
 /// What a script reported on stdout through `::chom::` lines.

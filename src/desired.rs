@@ -55,6 +55,9 @@ pub struct DesiredState {
     /// Components in apply order: the Role's first, then the server's own; a server
     /// component with a Role component's name replaces it in place (config merged).
     pub components: Vec<DesiredComponent>,
+    /// The Role's config merged with the server's: what a component dropped from the
+    /// list gets in `remove` mode (its own config went with it).
+    pub config: Config,
     /// Secret names the components may read.
     pub secrets: Vec<String>,
     /// Servers that must be Ready first.
@@ -66,6 +69,8 @@ pub struct DesiredState {
     pub drift_policy: DriftPolicy,
     /// Stop reconciling.
     pub suspend: bool,
+    /// Remove components dropped from the list.
+    pub prune: bool,
     /// The Role's minimums.
     pub requirements: Option<Requirements>,
     /// What the operator expects the hardware to be.
@@ -170,11 +175,13 @@ pub fn desired_state(inventory: &Inventory, entry: &ServerEntry, scripts: &Scrip
         port: spec.ssh.port,
         user: spec.ssh.user.clone(),
         components,
+        config: base_config,
         secrets: spec.secrets.iter().map(|s| s.0.clone()).collect(),
         depends_on: spec.depends_on.clone(),
         interval: spec.interval.0,
         drift_policy: spec.drift_policy,
         suspend: spec.suspend,
+        prune: spec.prune,
         requirements: role.and_then(|r| r.spec.requirements.clone()),
         expected_specs: spec.expected_specs.clone(),
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument as _, info, warn};
 
-use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Run};
+use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Pending, Run};
 use crate::desired::DesiredState;
 use crate::detect::{self, DetectError};
 use crate::facts::Hardware;
@@ -297,9 +297,6 @@ async fn detected(
     status.remove_condition(types::STALLED);
 
     let applied = apply_components(ctx, target, desired, status, deployment_id).await;
-    status
-        .components
-        .retain(|s| desired.components.iter().any(|c| c.name == s.name));
     let (ready, reason, message, result) = match &applied {
         Applied::AllReady => (
             true,
@@ -374,6 +371,8 @@ fn skipped(name: &str, why: &str) -> ComponentStatus {
         changed: false,
         duration_ms: None,
         last_applied_at: None,
+        last_checked_at: None,
+        applied_script: None,
         resources: Vec::new(),
         message: Some(why.to_owned()),
     }
@@ -389,6 +388,9 @@ fn upsert_component(status: &mut ObservedStatus, mut new: ComponentStatus) {
             }
             if new.last_applied_at.is_none() {
                 new.last_applied_at = old.last_applied_at;
+            }
+            if new.applied_script.is_none() {
+                new.applied_script = old.applied_script.take();
             }
             *old = new;
         }
@@ -423,10 +425,28 @@ async fn apply_components(
         };
         let digest = component::digest(c, &script);
         let previous = status.components.iter().find(|p| p.name == c.name);
-        let in_sync = previous
-            .is_some_and(|p| p.state == ComponentState::Applied && p.applied_digest.as_deref() == Some(&digest));
+        let plan = component::pending(
+            previous,
+            &digest,
+            &script,
+            desired.interval,
+            std::time::SystemTime::now(),
+        );
+        if plan == Pending::InSync
+            && let Some(p) = previous
+        {
+            // Applied with this digest and checked within the interval: do not run it.
+            let mut entry = p.clone();
+            entry.changed = false;
+            ordered.push(entry);
+            continue;
+        }
         let started = Instant::now();
-        let mut mode = if in_sync { Mode::Check } else { Mode::Apply };
+        let mut mode = if plan == Pending::CheckDue {
+            Mode::Check
+        } else {
+            Mode::Apply
+        };
         let mut run = execute(ctx, target, desired, c, &script, mode, deployment_id).await;
         if mode == Mode::Check
             && let Ok(out) = &run
@@ -437,7 +457,9 @@ async fn apply_components(
                 drifted.push(c.name.clone());
                 let mut entry = previous.cloned().unwrap_or_else(|| skipped(&c.name, ""));
                 entry.state = ComponentState::Drifted;
+                entry.changed = false;
                 entry.message = Some("a check run found drift; not corrected (driftPolicy: report)".to_owned());
+                entry.last_checked_at = Some(Timestamp::now());
                 ordered.push(entry);
                 continue;
             }
@@ -455,9 +477,10 @@ async fn apply_components(
                 if changed {
                     info!(component = %c.name, "component applied with changes");
                 }
+                let now = Timestamp::now();
                 let last_applied_at = match (mode, previous) {
                     (Mode::Check, Some(p)) => p.last_applied_at,
-                    _ => Some(Timestamp::now()),
+                    _ => Some(now),
                 };
                 let message = (!report.warnings.is_empty()).then(|| report.warnings.join("; "));
                 ComponentStatus {
@@ -467,16 +490,14 @@ async fn apply_components(
                     changed,
                     duration_ms: Some(elapsed),
                     last_applied_at,
+                    last_checked_at: Some(now),
+                    applied_script: Some(component::script_sha(&script)),
                     resources: report.resources,
                     message,
                 }
             }
             Ok(out) => {
-                let why = match &out.exit {
-                    Exit::Status(code) => format!("exited with status {code}"),
-                    Exit::Signal(sig) => format!("killed by signal {sig}"),
-                    Exit::Closed => "the channel closed without an exit status".to_owned(),
-                };
+                let why = exit_text(&out.exit);
                 let tail = component::last_lines(&out.stderr_text(), STDERR_LINES);
                 let message = if tail.is_empty() {
                     why.clone()
@@ -499,16 +520,93 @@ async fn apply_components(
         };
         ordered.push(entry);
     }
+    let orphans: Vec<ComponentStatus> = status
+        .components
+        .iter()
+        .filter(|s| !desired.components.iter().any(|c| c.name == s.name))
+        .cloned()
+        .collect();
     for entry in ordered {
         upsert_component(status, entry);
     }
-    status
-        .components
-        .sort_by_key(|s| desired.components.iter().position(|c| c.name == s.name));
+    for orphan in orphans {
+        handle_orphan(ctx, target, desired, status, orphan, deployment_id).await;
+    }
+    status.components.sort_by_key(|s| {
+        desired
+            .components
+            .iter()
+            .position(|c| c.name == s.name)
+            .unwrap_or(usize::MAX)
+    });
     match failure {
         Some((name, why)) => Applied::Failed(name, why),
         None if !drifted.is_empty() => Applied::Drifted(drifted),
         None => Applied::AllReady,
+    }
+}
+
+fn exit_text(exit: &Exit) -> String {
+    match exit {
+        Exit::Status(code) => format!("exited with status {code}"),
+        Exit::Signal(sig) => format!("killed by signal {sig}"),
+        Exit::Closed => "the channel closed without an exit status".to_owned(),
+    }
+}
+
+/// A component dropped from the list is never silently forgotten: it stays in the
+/// status as `Orphaned` with the resources it reported, and under `prune: true` its
+/// script runs once in `remove` mode; only a successful removal drops the entry.
+async fn handle_orphan(
+    ctx: &Context,
+    target: &Target,
+    desired: &DesiredState,
+    status: &mut ObservedStatus,
+    mut orphan: ComponentStatus,
+    deployment_id: &str,
+) {
+    orphan.changed = false;
+    orphan.state = ComponentState::Orphaned;
+    if !desired.prune {
+        orphan.message = Some(
+            "removed from the server's components; what it installed is still there (set prune: true to remove it)"
+                .to_owned(),
+        );
+        upsert_component(status, orphan);
+        return;
+    }
+    let script = match std::fs::read(ctx.layout.script(&orphan.name)) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            orphan.message = Some(format!(
+                "cannot prune: {}: {e}",
+                ctx.layout.script(&orphan.name).display()
+            ));
+            upsert_component(status, orphan);
+            return;
+        }
+    };
+    let component = crate::desired::DesiredComponent {
+        name: orphan.name.clone(),
+        version: None,
+        config: desired.config.clone(),
+        timeout: crate::desired::DEFAULT_COMPONENT_TIMEOUT,
+        script_sha256: None,
+    };
+    match execute(ctx, target, desired, &component, &script, Mode::Remove, deployment_id).await {
+        Ok(out) if out.success() => {
+            info!(component = %orphan.name, "orphaned component removed (prune)");
+            status.components.retain(|c| c.name != orphan.name);
+        }
+        Ok(out) => {
+            let tail = component::last_lines(&out.stderr_text(), STDERR_LINES);
+            orphan.message = Some(format!("prune failed: {}:\n{tail}", exit_text(&out.exit)));
+            upsert_component(status, orphan);
+        }
+        Err(e) => {
+            orphan.message = Some(format!("prune failed: {e:#}"));
+            upsert_component(status, orphan);
+        }
     }
 }
 
@@ -521,6 +619,8 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
         changed: false,
         duration_ms: Some(elapsed),
         last_applied_at: None,
+        last_checked_at: None,
+        applied_script: None,
         resources: Vec::new(),
         message: Some(message),
     }

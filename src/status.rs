@@ -283,6 +283,13 @@ pub struct ComponentStatus {
     /// When it was last applied successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_at: Option<Timestamp>,
+    /// When a check run last found it in sync (or it was applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_at: Option<Timestamp>,
+    /// SHA-256 (first 16 bytes, hex) of the script last applied, so a plan can tell a
+    /// changed script from a changed config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_script: Option<String>,
     /// Resources the script reported (`::chom:: resource KIND NAME`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ReportedResource>,
@@ -304,6 +311,9 @@ pub enum ComponentState {
     Skipped,
     /// A check run found drift (with `driftPolicy: report`).
     Drifted,
+    /// Dropped from the server's list; what it installed is still there (set
+    /// `prune: true` to remove it).
+    Orphaned,
 }
 
 /// A resource a component reported managing.

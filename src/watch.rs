@@ -7,6 +7,11 @@
 //! It must not parse or validate the files it reports (that is `validate`'s job), and it does no
 //! initial listing: the caller lists the tree once, then starts the watcher and applies change
 //! sets. Nothing here decides which servers a change affects.
+//!
+//! Two threads of control, neither of which wakes while nothing happens: notify's inotify thread
+//! (it blocks in epoll) filters each raw event in its callback and hands it over without
+//! blocking; the event loop, a tokio task, folds events into bursts and sleeps until the next
+//! event, the end of the current burst's quiet window, or the periodic re-list.
 
 mod error;
 mod filter;
@@ -21,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use notify::RecommendedWatcher;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -30,17 +36,21 @@ pub use error::WatchError;
 pub use filter::is_ignored;
 
 use error::start_error;
-use filter::{Batch, Sorter};
-use roots::{Debouncer, Roots, WatchControl};
+use filter::{Batch, Change, Sorter};
+use roots::{Roots, WatchControl};
 
-/// How many debouncer deliveries may wait for the event loop. Deliveries come at most once per
-/// debouncer tick, so this only fills up if the runtime is stalled; past it, events are dropped
-/// and a full re-list is requested instead of blocking notify's thread.
-const RAW_CAPACITY: usize = 64;
-/// A change set is held back at most this many debounce windows while batches keep arriving, so
+/// How many relevant raw events may wait for the event loop. Each file written is a few events,
+/// so a `git checkout` can queue thousands while the runtime is busy; this matches the kernel's
+/// default inotify queue (`fs.inotify.max_queued_events`), past which events are lost anyway.
+/// When it is full, events are dropped and a full re-list is requested instead of blocking
+/// notify's thread. Slots are allocated as they fill, so an idle watcher costs little.
+const RAW_CAPACITY: usize = 16_384;
+/// How many queued events the event loop takes per turn.
+const RECV_AT_ONCE: usize = 256;
+/// A change set is held back at most this many debounce windows while events keep arriving, so
 /// a long-running copy still produces progress instead of one change set at the very end.
 const MAX_HOLD_WINDOWS: u32 = 10;
-/// The debouncer thread wakes every quarter of the debounce timeout; below this it would spin.
+/// Below this a burst (an editor's save, a `git checkout`) would be split into many change sets.
 const MIN_DEBOUNCE: Duration = Duration::from_millis(10);
 const MIN_RELIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -58,11 +68,12 @@ pub struct WatchPaths {
 /// Timing of the watcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchConfig {
-    /// Quiet time per path before the debouncer reports it, and the window in which further
-    /// batches are folded into the same change set. At least 10 ms.
+    /// Quiet time after the last relevant event before a change set goes out: events closer
+    /// together than this are folded into the same change set, for at most ten windows in a row.
+    /// At least 10 ms.
     ///
-    /// notify-debouncer-full 0.7 polls its queue from its own thread every quarter of this,
-    /// even while idle; the event loop itself sleeps until an event or the re-list timer.
+    /// It is a timer only while a burst is pending; an idle watcher sleeps until an event or the
+    /// re-list timer.
     pub debounce: Duration,
     /// Period of the safety-net full re-list (a `relist: true` change set). At least 1 s.
     pub relist_every: Duration,
@@ -98,8 +109,9 @@ pub struct ChangeSet {
 /// Dropping it stops watching: the inotify instance is closed and the event loop ends, which
 /// closes the receiver returned by [`Watcher::start`].
 pub struct Watcher {
-    /// The only strong reference; the event loop holds a weak one to move watches.
-    _debouncer: Arc<Mutex<Debouncer>>,
+    /// notify's inotify watcher. The only strong reference; the event loop holds a weak one to
+    /// move watches.
+    _inotify: Arc<Mutex<RecommendedWatcher>>,
     _event_loop: AbortOnDropHandle<()>,
 }
 
@@ -128,14 +140,15 @@ impl Watcher {
             overflowed: Arc::clone(&overflowed),
         };
         let sorter = Sorter::new(roots.paths());
-        let mut debouncer = notify_debouncer_full::new_debouncer(config.debounce, None, move |result| {
-            bridge.deliver(sorter.batch(result));
+        // Runs on notify's inotify thread for every raw event, the dropped ones included.
+        let mut inotify = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            bridge.deliver(sorter.sort(result));
         })
         .map_err(start_error)?;
-        roots.watch_initial(&mut debouncer)?;
+        roots.watch_initial(&mut inotify)?;
 
-        let debouncer = Arc::new(Mutex::new(debouncer));
-        let weak = Arc::downgrade(&debouncer);
+        let inotify = Arc::new(Mutex::new(inotify));
+        let weak = Arc::downgrade(&inotify);
         let control: Weak<Mutex<dyn WatchControl>> = weak;
         let (tx, rx) = mpsc::channel(1);
         let event_loop = EventLoop {
@@ -149,7 +162,7 @@ impl Watcher {
         let handle = runtime.spawn(event_loop.run());
         Ok((
             Watcher {
-                _debouncer: debouncer,
+                _inotify: inotify,
                 _event_loop: AbortOnDropHandle::new(handle),
             },
             rx,
@@ -174,22 +187,23 @@ fn check_config(config: &WatchConfig) -> Result<(), WatchError> {
     Ok(())
 }
 
-/// Hands batches from notify's thread to the event loop without ever blocking that thread.
+/// Hands changes from notify's thread to the event loop without ever blocking that thread.
 struct Bridge {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Change>,
     overflowed: Arc<AtomicBool>,
 }
 
 impl Bridge {
-    fn deliver(&self, batch: Batch) {
-        if batch.is_empty() {
+    fn deliver(&self, change: Change) {
+        if change.is_empty() {
             return;
         }
-        match self.tx.try_send(batch) {
+        match self.tx.try_send(change) {
             Ok(()) => {}
-            // Blocking here would stall the debouncer and, behind it, inotify, which then
-            // overflows anyway. Dropping is safe because the flag turns the next change set into
-            // a full re-list; the channel is full, so a next change set is certain to come.
+            // Blocking here would stall notify's thread and, behind it, the kernel's inotify
+            // queue, which then overflows anyway. Dropping is safe because the flag turns the
+            // next change set into a full re-list; the channel is full, so a next change set is
+            // certain to come.
             Err(TrySendError::Full(_)) => self.overflowed.store(true, Ordering::Release),
             // The event loop is gone, so the watcher is being dropped.
             Err(TrySendError::Closed(_)) => {}
@@ -197,7 +211,7 @@ impl Bridge {
     }
 }
 
-/// Batches received but not yet sent.
+/// Changes received but not yet sent.
 struct Pending {
     batch: Batch,
     first: Instant,
@@ -214,14 +228,14 @@ impl Pending {
         }
     }
 
-    fn add(&mut self, batch: Batch) {
-        self.batch.merge(batch);
+    fn add(&mut self, change: Change) {
+        self.batch.apply(change);
         self.last = Instant::now();
     }
 
-    /// The debouncer times each path on its own, so a `git checkout` reaches us as several
-    /// deliveries a debouncer tick apart; a change set therefore waits until no delivery came
-    /// for one debounce window (bounded, so a long copy still reports progress).
+    /// A burst (an editor's save, a `git checkout`) is many raw events; a change set therefore
+    /// waits until no relevant event came for one debounce window (bounded, so a long copy still
+    /// reports progress).
     fn deadline(&self, debounce: Duration) -> Instant {
         (self.last + debounce).min(self.first + debounce * MAX_HOLD_WINDOWS)
     }
@@ -230,9 +244,9 @@ impl Pending {
 /// Why the event loop stops.
 struct Stopped;
 
-/// Receives batches, folds bursts together, keeps the roots watched and sends change sets.
+/// Receives changes, folds bursts together, keeps the roots watched and sends change sets.
 struct EventLoop {
-    raw: mpsc::Receiver<Batch>,
+    raw: mpsc::Receiver<Change>,
     out: mpsc::Sender<ChangeSet>,
     overflowed: Arc<AtomicBool>,
     roots: Roots,
@@ -256,18 +270,25 @@ impl EventLoop {
         let mut pending: Option<Pending> = None;
         // Set once the pending batch is due; from then on it waits only for room in `out`.
         let mut due = false;
+        let mut received = Vec::with_capacity(RECV_AT_ONCE);
 
         loop {
             let deadline = pending
                 .as_ref()
                 .filter(|_| !due)
                 .map(|pending| pending.deadline(config.debounce));
+            // While idle, `deadline` is `None` and the only timer armed is the re-list's.
             tokio::select! {
-                received = raw.recv() => match received {
-                    Some(batch) => pending.get_or_insert_with(Pending::new).add(batch),
-                    // The debouncer is gone, so the Watcher was dropped.
-                    None => break,
-                },
+                count = raw.recv_many(&mut received, RECV_AT_ONCE) => {
+                    // notify's watcher and the callback's sender are gone: the Watcher was dropped.
+                    if count == 0 {
+                        break;
+                    }
+                    let pending = pending.get_or_insert_with(Pending::new);
+                    for change in received.drain(..) {
+                        pending.add(change);
+                    }
+                }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     due = true;
                 }
@@ -305,7 +326,8 @@ impl EventLoop {
 }
 
 /// Turns a due batch into a change set: re-resolves the roots first (so watches sit on the
-/// current targets before anyone re-lists) and folds in a dropped-events flag.
+/// current targets before anyone re-lists), lists folders that arrived whole, and folds in a
+/// dropped-events flag.
 async fn flush(
     roots: &mut Roots,
     control: &Weak<Mutex<dyn WatchControl>>,
@@ -315,14 +337,19 @@ async fn flush(
     let control = control.upgrade().ok_or(Stopped)?;
     let mut owned = std::mem::take(roots);
     let touched = std::mem::take(&mut batch.touched);
-    // Adding a recursive watch walks the tree and waits for notify's thread: blocking work.
+    // Adding a recursive watch walks the tree and waits for notify's thread, and listing new
+    // folders reads them: blocking work.
     let refreshed = tokio::task::spawn_blocking(move || {
         let mut control = control.lock().unwrap_or_else(PoisonError::into_inner);
         let reasons = owned.refresh(&mut *control, &touched);
-        (owned, reasons)
+        drop(control);
+        // notify watched each new folder right after reporting it, a debounce window ago, so
+        // whatever this listing misses has events of its own.
+        batch.expand_appeared();
+        (owned, batch, reasons)
     })
     .await;
-    let (refreshed, reasons) = refreshed.map_err(|error| {
+    let (refreshed, mut batch, reasons) = refreshed.map_err(|error| {
         tracing::error!(%error, "re-watching the roots failed; stopping the watcher");
         Stopped
     })?;

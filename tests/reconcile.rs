@@ -12,8 +12,10 @@ use serde_json::Value;
 use sshd::Sshd;
 
 const FILE_SCRIPT: &str = r#"#!/bin/sh
-# Writes CHOM_CFG_CONTENT to CHOM_CFG_PATH, only when it differs.
+# Writes CHOM_CFG_CONTENT to CHOM_CFG_PATH, only when it differs; counts its runs.
 set -eu
+echo "$CHOM_MODE" >> "$CHOM_CFG_PATH.runs"
+if [ "$CHOM_MODE" = remove ]; then rm -f "$CHOM_CFG_PATH"; exit 0; fi
 if [ -f "$CHOM_CFG_PATH" ] && [ "$(cat "$CHOM_CFG_PATH")" = "$CHOM_CFG_CONTENT" ]; then
     echo "::chom:: resource file $CHOM_CFG_PATH"
     exit 0
@@ -97,14 +99,72 @@ fn component(status: &Value, name: &str) -> Value {
         .unwrap()
 }
 
+fn runs(out: &Path) -> Vec<String> {
+    let path = format!("{}.runs", out.display());
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn components_are_applied_once_then_checked_and_drift_is_corrected() {
+fn an_unchanged_component_is_not_run_again_until_its_interval() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    let spec = |content: &str| {
+        format!(
+            "  components:\n    - name: file\n      config: {{path: {}, content: {content}}}\n",
+            out.display()
+        )
+    };
+    fleet.server("web-1", &spec("hello"));
+    assert!(fleet.reconcile(&[]).status.success());
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(runs(&out), ["apply"], "the second pass did not run the script");
+    std::fs::write(
+        fleet.dir.path().join("scripts/file.sh"),
+        format!("{FILE_SCRIPT}\n# edited\n"),
+    )
+    .unwrap();
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(runs(&out), ["apply", "apply"], "a changed script is applied");
+    fleet.server("web-1", &spec("bye"));
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(runs(&out), ["apply", "apply", "apply"], "a changed config is applied");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "bye");
+}
+
+#[test]
+fn dropped_components_are_orphaned_and_pruned_only_when_asked() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    // Server-level config: a dropped component still gets it in remove mode.
+    let config = format!("  config: {{path: {}, content: x}}\n", out.display());
+    fleet.server("web-1", &format!("{config}  components:\n    - name: file\n"));
+    assert!(fleet.reconcile(&[]).status.success());
+    assert!(out.exists());
+    fleet.server("web-1", &format!("{config}  components: []\n"));
+    assert!(fleet.reconcile(&[]).status.success());
+    let orphan = component(&fleet.status("web-1"), "file");
+    assert_eq!(orphan["state"], "Orphaned");
+    assert!(orphan["message"].as_str().unwrap().contains("prune: true"));
+    assert!(out.exists(), "nothing removed without prune");
+    fleet.server("web-1", &format!("{config}  prune: true\n  components: []\n"));
+    assert!(fleet.reconcile(&[]).status.success());
+    assert!(!out.exists(), "removed by the script's remove mode");
+    assert!(fleet.status("web-1")["status"]["components"].is_null());
+    assert_eq!(runs(&out).last().map(String::as_str), Some("remove"));
+}
+
+#[test]
+fn components_are_checked_at_their_interval_and_drift_is_corrected() {
     let fleet = Fleet::new();
     let out = fleet.out("web-1");
     fleet.server(
         "web-1",
         &format!(
-            "  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
+            "  interval: 1s\n  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
             out.display()
         ),
     );
@@ -133,6 +193,7 @@ fn components_are_applied_once_then_checked_and_drift_is_corrected() {
     assert!(second.status.success());
     let s = fleet.status("web-1");
     assert_eq!(component(&s, "file")["changed"], false, "in sync: only checked");
+    assert_eq!(runs(&out), ["apply", "check"]);
     assert_eq!(
         condition(&s, "Ready")["lastTransitionTime"],
         ready_since,
@@ -142,6 +203,7 @@ fn components_are_applied_once_then_checked_and_drift_is_corrected() {
     assert_eq!(s["status"]["recentRuns"].as_array().unwrap().len(), 2);
 
     std::fs::write(&out, "tampered").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert!(fleet.reconcile(&[]).status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello", "drift corrected");
     assert_eq!(component(&fleet.status("web-1"), "file")["changed"], true);
@@ -150,7 +212,7 @@ fn components_are_applied_once_then_checked_and_drift_is_corrected() {
     fleet.server(
         "web-1",
         &format!(
-            "  components:\n    - name: file\n      config: {{path: {}, content: bye}}\n",
+            "  interval: 1s\n  components:\n    - name: file\n      config: {{path: {}, content: bye}}\n",
             out.display()
         ),
     );
@@ -166,12 +228,13 @@ fn drift_is_only_reported_under_the_report_policy() {
     fleet.server(
         "web-1",
         &format!(
-            "  driftPolicy: report\n  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
+            "  interval: 1s\n  driftPolicy: report\n  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
             out.display()
         ),
     );
     assert!(fleet.reconcile(&[]).status.success());
     std::fs::write(&out, "tampered").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     fleet.reconcile(&[]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "tampered", "not corrected");
     let s = fleet.status("web-1");

@@ -56,8 +56,8 @@ pub enum WatchError {
         #[source]
         source: notify::Error,
     },
-    /// A configured duration is too small to be meaningful (and a zero debounce would make the
-    /// debouncer thread spin).
+    /// A configured duration is too small to be meaningful (a zero debounce would send a change
+    /// set for nearly every single file event).
     #[error("{setting} must be at least {minimum:?}, got {value:?}")]
     InvalidConfig {
         /// Which setting.

@@ -1,6 +1,7 @@
-//! Decides which debounced notify events matter and turns one debouncer delivery into a `Batch`.
-//! It runs on the debouncer's own thread, so it may touch the file system (to list a folder that
-//! just appeared) but must never block on tokio or read file contents.
+//! Decides which raw notify events matter, turns each into a `Change`, and folds changes into
+//! the `Batch` that becomes a change set. `Sorter::sort` runs on notify's inotify thread, so it
+//! must never block, touch the file system or read file contents; listing folders that appeared
+//! happens only when a batch is flushed, off both notify's thread and the runtime.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -8,12 +9,11 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use notify::event::{EventKind, ModifyKind, RenameMode};
-use notify_debouncer_full::DebounceEventResult;
 
 use super::error::describe_runtime_error;
 
 /// A folder that appears with more entries than this is not listed entry by entry: the batch asks
-/// for a full re-list instead, so a huge `cp -r` cannot make the debouncer thread walk for seconds.
+/// for a full re-list instead, so a huge `cp -r` cannot hold up a flush for seconds.
 const MAX_EXPANDED_ENTRIES: usize = 10_000;
 
 /// Tells whether chom must never react to a file or folder with this name.
@@ -50,7 +50,40 @@ fn is_ignored_name(name: &OsStr) -> bool {
         || SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
 }
 
-/// Everything one debouncer delivery contributed, after filtering.
+/// What one raw event on a path below a root means for the paths a change set reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Op {
+    /// Changed in place (contents, metadata) or renamed away without a matching arrival.
+    Changed(PathBuf),
+    /// Newly created: the name did not exist before.
+    Created(PathBuf),
+    /// Arrived by a rename, possibly over an existing file.
+    MovedIn(PathBuf),
+    /// Deleted.
+    Removed(PathBuf),
+    /// The old name of a rename whose new name is known too.
+    MovedAway(PathBuf),
+}
+
+/// What one raw notify event contributes, after filtering.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Change {
+    /// What happened below the roots, in event order (a rename has its old and its new name).
+    pub ops: Vec<Op>,
+    /// Roots, or folders and symlinks above them, that were created, removed or renamed.
+    pub touched: Vec<PathBuf>,
+    /// Why a full re-list is needed, if it is.
+    pub reason: Option<String>,
+}
+
+impl Change {
+    /// A change that asks for nothing is never sent: ignored writes must cause no work at all.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.touched.is_empty() && self.reason.is_none()
+    }
+}
+
+/// The changes folded together for one change set.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Batch {
     /// Relevant paths below a watched root (files or folders).
@@ -60,14 +93,18 @@ pub(super) struct Batch {
     /// Roots, or folders and symlinks above them, that were created, removed or renamed (a
     /// symlink swapped, say): they must be re-resolved before the next change set goes out.
     pub touched: BTreeSet<PathBuf>,
+    /// Paths that arrived whole (created or moved in). Each may be a folder whose contents
+    /// produced no events of their own: notify adds the watch on a new folder only after seeing
+    /// it, so files written right after `mkdir` (or a folder moved in whole) are never reported.
+    /// They are listed by `expand_appeared` when the batch is flushed, by which time the watch is
+    /// in place and anything written later has events of its own.
+    appeared: BTreeSet<PathBuf>,
+    /// Paths created since this batch began that did not exist before it. Removing or renaming
+    /// one away again cancels it, so a short-lived temporary (`sed -i`'s, say) leaves no trace.
+    created: BTreeSet<PathBuf>,
 }
 
 impl Batch {
-    /// A batch that asks for nothing is never sent: ignored writes must cause no work at all.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.reasons.is_empty() && self.touched.is_empty()
-    }
-
     /// Records why a re-list is needed, once per distinct reason.
     pub fn add_reason(&mut self, reason: String) {
         if !self.reasons.contains(&reason) {
@@ -75,13 +112,60 @@ impl Batch {
         }
     }
 
-    /// Folds a later batch into this one.
-    pub fn merge(&mut self, other: Batch) {
-        self.paths.extend(other.paths);
-        for reason in other.reasons {
+    /// Folds in the next change, in the order the events happened.
+    pub fn apply(&mut self, change: Change) {
+        for op in change.ops {
+            match op {
+                Op::Changed(path) => {
+                    self.paths.insert(path);
+                }
+                Op::Created(path) => {
+                    // Already recorded means it existed earlier in this batch (and was removed
+                    // or renamed away since): that earlier change must still be reported.
+                    if self.paths.insert(path.clone()) {
+                        self.created.insert(path.clone());
+                    }
+                    self.appeared.insert(path);
+                }
+                Op::MovedIn(path) => {
+                    self.paths.insert(path.clone());
+                    self.appeared.insert(path);
+                }
+                Op::Removed(path) => self.vanish(path, true),
+                Op::MovedAway(path) => self.vanish(path, false),
+            }
+        }
+        self.touched.extend(change.touched);
+        if let Some(reason) = change.reason {
             self.add_reason(reason);
         }
-        self.touched.extend(other.touched);
+    }
+
+    /// `path` is gone. A removed folder is reported once, without its contents: what was recorded
+    /// below it is dropped, as its own path already stands for "anything below may have changed".
+    /// A path created within this batch leaves nothing behind at all.
+    fn vanish(&mut self, path: PathBuf, removed: bool) {
+        let created = self.created.remove(&path);
+        if removed || created {
+            let outside = |other: &PathBuf| !other.starts_with(&path) || *other == path;
+            self.paths.retain(outside);
+            self.created.retain(outside);
+            self.appeared.retain(outside);
+        }
+        self.appeared.remove(&path);
+        if created {
+            self.paths.remove(&path);
+        } else {
+            self.paths.insert(path);
+        }
+    }
+
+    /// Adds the contents of every path that arrived whole and is a folder. Blocking file-system
+    /// work: call it off the runtime, once the batch is due.
+    pub fn expand_appeared(&mut self) {
+        for path in std::mem::take(&mut self.appeared) {
+            expand_folder(&path, self);
+        }
     }
 }
 
@@ -98,7 +182,7 @@ enum Place {
     Outside,
 }
 
-/// Sorts debounced events against the configured roots.
+/// Sorts raw notify events against the configured roots.
 #[derive(Debug, Clone)]
 pub(super) struct Sorter {
     roots: Vec<PathBuf>,
@@ -111,25 +195,21 @@ impl Sorter {
         Sorter { roots }
     }
 
-    /// Turns one debouncer delivery into a batch.
-    pub fn batch(&self, result: DebounceEventResult) -> Batch {
-        let mut batch = Batch::default();
+    /// Turns one raw notify event, or error, into a change. Cheap and non-blocking: it runs on
+    /// notify's inotify thread for every event, including the ones it drops.
+    pub fn sort(&self, result: notify::Result<notify::Event>) -> Change {
+        let mut change = Change::default();
         match result {
-            Ok(events) => {
-                for event in events {
-                    self.add_event(&event.event, &mut batch);
-                }
-            }
-            Err(errors) => batch.reasons.extend(errors.iter().map(describe_runtime_error)),
+            Ok(event) => self.add_event(&event, &mut change),
+            Err(error) => change.reason = Some(describe_runtime_error(&error)),
         }
-        batch
+        change
     }
 
-    fn add_event(&self, event: &notify::Event, batch: &mut Batch) {
+    fn add_event(&self, event: &notify::Event, change: &mut Change) {
+        // inotify's queue overflowed (notify reports it as `Other` with the `Rescan` flag).
         if event.need_rescan() {
-            batch
-                .reasons
-                .push("the kernel's inotify event queue overflowed".to_owned());
+            change.reason = Some("the kernel's inotify event queue overflowed".to_owned());
             return;
         }
         // Reads (ours included: the daemon re-reads files after every change) show up as Access
@@ -137,18 +217,12 @@ impl Sorter {
         if matches!(event.kind, EventKind::Access(_) | EventKind::Other) {
             return;
         }
+        let count = event.paths.len();
         for (index, path) in event.paths.iter().enumerate() {
             match self.place(path) {
-                Place::Inside => {
-                    if may_be_new_folder(&event.kind, index, event.paths.len()) {
-                        expand_folder(path, batch);
-                    }
-                    batch.paths.insert(path.clone());
-                }
+                Place::Inside => change.ops.push(op_for(&event.kind, index, count, path.clone())),
                 // Metadata changes on a root (chmod, timestamps) leave its watch intact.
-                Place::Root if is_structural(&event.kind) => {
-                    batch.touched.insert(path.clone());
-                }
+                Place::Root if is_structural(&event.kind) => change.touched.push(path.clone()),
                 Place::Root => {}
                 Place::Ignored | Place::Outside => {}
             }
@@ -186,15 +260,16 @@ fn is_structural(kind: &EventKind) -> bool {
     )
 }
 
-/// Whether the path at `index` may be a folder that just arrived, whose contents inotify may
-/// not have reported: notify adds the watch on a new folder only after seeing it, so files
-/// written right after `mkdir` (or a folder moved in whole) produce no events of their own.
-fn may_be_new_folder(kind: &EventKind, index: usize, count: usize) -> bool {
+/// What an event of `kind` means for its path at `index` of `count`. inotify reports a rename as
+/// `From` (old name), `To` (new name) and then `Both` (old, new) when it can pair them up.
+fn op_for(kind: &EventKind, index: usize, count: usize, path: PathBuf) -> Op {
     match kind {
-        EventKind::Create(_) => true,
-        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => true,
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => index + 1 == count,
-        _ => false,
+        EventKind::Create(_) => Op::Created(path),
+        EventKind::Remove(_) => Op::Removed(path),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => Op::MovedIn(path),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if index + 1 == count => Op::MovedIn(path),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Op::MovedAway(path),
+        _ => Op::Changed(path),
     }
 }
 
@@ -215,7 +290,7 @@ fn expand_folder(folder: &Path, batch: &mut Batch) {
                 continue;
             }
             if found.len() >= MAX_EXPANDED_ENTRIES {
-                batch.reasons.push(format!(
+                batch.add_reason(format!(
                     "more than {MAX_EXPANDED_ENTRIES} entries appeared under {}",
                     folder.display()
                 ));
@@ -234,20 +309,40 @@ fn expand_folder(folder: &Path, batch: &mut Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{AccessKind, CreateKind, Flag, RemoveKind};
-    use notify_debouncer_full::DebouncedEvent;
-    use std::time::Instant;
+    use notify::event::{AccessKind, CreateKind, DataChange, Flag, RemoveKind};
 
-    fn event(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
         let mut event = notify::Event::new(kind);
         for path in paths {
             event = event.add_path(PathBuf::from(path));
         }
-        DebouncedEvent::new(event, Instant::now())
+        event
     }
 
     fn sorter() -> Sorter {
         Sorter::new(vec![PathBuf::from("/repo/inventory.d"), PathBuf::from("/repo/scripts")])
+    }
+
+    /// Sorts `events` in order and folds them into one batch, as the event loop does.
+    fn fold(sorter: &Sorter, events: Vec<notify::Event>) -> Batch {
+        let mut batch = Batch::default();
+        for event in events {
+            batch.apply(sorter.sort(Ok(event)));
+        }
+        batch
+    }
+
+    fn paths(list: &[&str]) -> BTreeSet<PathBuf> {
+        list.iter().map(PathBuf::from).collect()
+    }
+
+    /// What inotify reports for `rename(from, to)` inside watched folders.
+    fn rename(from: &str, to: &str) -> [notify::Event; 3] {
+        [
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &[from]),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &[to]),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &[from, to]),
+        ]
     }
 
     #[test]
@@ -289,94 +384,175 @@ mod tests {
     #[test]
     fn a_hidden_folder_above_the_root_does_not_hide_the_root() {
         let sorter = Sorter::new(vec![PathBuf::from("/home/u/.chom/inventory.d")]);
-        let batch = sorter.batch(Ok(vec![event(
-            EventKind::Create(CreateKind::File),
-            &["/home/u/.chom/inventory.d/web.yaml"],
-        )]));
-        assert_eq!(
-            batch.paths,
-            BTreeSet::from([PathBuf::from("/home/u/.chom/inventory.d/web.yaml")])
+        let batch = fold(
+            &sorter,
+            vec![event(
+                EventKind::Create(CreateKind::File),
+                &["/home/u/.chom/inventory.d/web.yaml"],
+            )],
         );
+        assert_eq!(batch.paths, paths(&["/home/u/.chom/inventory.d/web.yaml"]));
     }
 
     #[test]
     fn anything_below_an_ignored_folder_is_dropped() {
-        let batch = sorter().batch(Ok(vec![event(
+        let change = sorter().sort(Ok(event(
             EventKind::Create(CreateKind::File),
             &["/repo/inventory.d/.git/objects/ab/cdef"],
-        )]));
-        assert!(batch.is_empty());
+        )));
+        assert!(change.is_empty());
     }
 
     #[test]
     fn access_events_and_siblings_of_the_roots_are_dropped() {
-        let batch = sorter().batch(Ok(vec![
+        let sorter = sorter();
+        for raw in [
             event(EventKind::Access(AccessKind::Any), &["/repo/inventory.d/web.yaml"]),
             event(EventKind::Create(CreateKind::File), &["/repo/README.md"]),
-        ]));
-        assert!(batch.is_empty());
+            event(EventKind::Other, &["/repo/inventory.d/web.yaml"]),
+        ] {
+            let change = sorter.sort(Ok(raw));
+            assert!(change.is_empty(), "{change:?}");
+        }
     }
 
     #[test]
     fn a_rename_over_a_root_marks_the_roots_as_touched() {
-        let batch = sorter().batch(Ok(vec![event(
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-            &["/repo/inventory.d.tmp", "/repo/inventory.d"],
-        )]));
-        assert_eq!(batch.touched, BTreeSet::from([PathBuf::from("/repo/inventory.d")]));
+        let batch = fold(&sorter(), rename("/repo/inventory.d.tmp", "/repo/inventory.d").into());
+        assert_eq!(batch.touched, paths(&["/repo/inventory.d"]));
         assert!(batch.paths.is_empty());
     }
 
     #[test]
     fn a_change_to_an_ancestor_of_a_root_marks_the_roots_as_touched() {
-        let batch = sorter().batch(Ok(vec![event(EventKind::Remove(RemoveKind::Folder), &["/repo"])]));
-        assert_eq!(batch.touched, BTreeSet::from([PathBuf::from("/repo")]));
+        let batch = fold(
+            &sorter(),
+            vec![event(EventKind::Remove(RemoveKind::Folder), &["/repo"])],
+        );
+        assert_eq!(batch.touched, paths(&["/repo"]));
     }
 
     #[test]
     fn a_rename_reports_both_paths_unless_one_is_ignored() {
-        let batch = sorter().batch(Ok(vec![
-            event(
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                &["/repo/inventory.d/a.yaml", "/repo/inventory.d/b.yaml"],
-            ),
-            event(
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                &["/repo/scripts/.x.sh.swp", "/repo/scripts/x.sh"],
-            ),
-        ]));
+        let mut events = Vec::from(rename("/repo/inventory.d/a.yaml", "/repo/inventory.d/b.yaml"));
+        events.extend(rename("/repo/scripts/.x.sh.swp", "/repo/scripts/x.sh"));
+        let batch = fold(&sorter(), events);
         let expected = [
             "/repo/inventory.d/a.yaml",
             "/repo/inventory.d/b.yaml",
             "/repo/scripts/x.sh",
         ];
-        assert_eq!(batch.paths, expected.iter().map(PathBuf::from).collect());
+        assert_eq!(batch.paths, paths(&expected));
     }
 
     #[test]
     fn a_rescan_event_asks_for_a_relist() {
         let overflow = notify::Event::new(EventKind::Other).set_flag(Flag::Rescan);
-        let batch = sorter().batch(Ok(vec![DebouncedEvent::new(overflow, Instant::now())]));
+        let change = sorter().sort(Ok(overflow));
+        assert!(
+            change
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.contains("overflowed"))
+        );
+        let batch = fold(
+            &sorter(),
+            vec![notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)],
+        );
         assert_eq!(batch.reasons.len(), 1);
-        assert!(batch.reasons[0].contains("overflowed"));
     }
 
     #[test]
-    fn merging_keeps_every_path_and_each_reason_once() {
-        let mut first = Batch {
-            reasons: vec!["a".into()],
-            ..Batch::default()
-        };
-        first.paths.insert("/x".into());
-        let mut second = Batch {
-            reasons: vec!["a".into(), "b".into()],
-            ..Batch::default()
-        };
-        second.touched.insert("/repo".into());
-        second.paths.insert("/y".into());
-        first.merge(second);
-        assert_eq!(first.paths.len(), 2);
-        assert_eq!(first.reasons, ["a", "b"]);
-        assert_eq!(first.touched.len(), 1);
+    fn a_notify_error_asks_for_a_relist_and_says_why() {
+        let error = notify::Error::new(notify::ErrorKind::MaxFilesWatch).add_path("/repo/inventory.d/prod".into());
+        let change = sorter().sort(Err(error));
+        assert!(change.ops.is_empty());
+        let reason = change.reason.unwrap_or_default();
+        assert!(reason.contains("max_user_watches"), "{reason}");
+    }
+
+    #[test]
+    fn a_removed_folder_is_reported_once_without_its_contents() {
+        let batch = fold(
+            &sorter(),
+            vec![
+                event(
+                    EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                    &["/repo/inventory.d/eu/a.yaml"],
+                ),
+                event(EventKind::Remove(RemoveKind::File), &["/repo/inventory.d/eu/a.yaml"]),
+                event(EventKind::Remove(RemoveKind::File), &["/repo/inventory.d/eu/b.yaml"]),
+                event(EventKind::Remove(RemoveKind::Folder), &["/repo/inventory.d/eu"]),
+                event(EventKind::Create(CreateKind::File), &["/repo/inventory.d/eu-west.yaml"]),
+            ],
+        );
+        assert_eq!(
+            batch.paths,
+            paths(&["/repo/inventory.d/eu", "/repo/inventory.d/eu-west.yaml"])
+        );
+    }
+
+    #[test]
+    fn a_file_created_and_removed_within_a_batch_leaves_no_trace() {
+        let batch = fold(
+            &sorter(),
+            vec![
+                event(EventKind::Create(CreateKind::File), &["/repo/scripts/probe"]),
+                event(
+                    EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                    &["/repo/scripts/probe"],
+                ),
+                event(EventKind::Remove(RemoveKind::File), &["/repo/scripts/probe"]),
+            ],
+        );
+        assert!(batch.paths.is_empty(), "{batch:?}");
+    }
+
+    #[test]
+    fn a_temporary_renamed_over_a_file_reports_only_the_file() {
+        // `sed -i`: write a new temporary next to the file, then rename it over the file.
+        let mut events = vec![event(EventKind::Create(CreateKind::File), &["/repo/inventory.d/sedX1"])];
+        events.extend(rename("/repo/inventory.d/sedX1", "/repo/inventory.d/web.yaml"));
+        let batch = fold(&sorter(), events);
+        assert_eq!(batch.paths, paths(&["/repo/inventory.d/web.yaml"]));
+    }
+
+    #[test]
+    fn a_file_removed_and_recreated_and_removed_again_is_still_reported() {
+        let file = "/repo/inventory.d/web.yaml";
+        let mut events = vec![event(EventKind::Remove(RemoveKind::File), &[file])];
+        events.push(event(EventKind::Create(CreateKind::File), &[file]));
+        events.push(event(EventKind::Remove(RemoveKind::File), &[file]));
+        // Moved over an existing file, then removed: the caller knew the file, so it hears of it.
+        events.extend(rename("/repo/inventory.d/new.yaml", "/repo/inventory.d/db.yaml"));
+        events.push(event(
+            EventKind::Remove(RemoveKind::File),
+            &["/repo/inventory.d/db.yaml"],
+        ));
+        let batch = fold(&sorter(), events);
+        assert_eq!(
+            batch.paths,
+            paths(&[file, "/repo/inventory.d/new.yaml", "/repo/inventory.d/db.yaml"])
+        );
+    }
+
+    #[test]
+    fn folders_that_arrived_are_listed_when_the_batch_is_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("inventory.d");
+        fs::create_dir_all(root.join("prod/eu")).unwrap();
+        fs::write(root.join("prod/eu/web.yaml"), "").unwrap();
+        fs::write(root.join("prod/eu/web.status.yaml"), "").unwrap();
+        let sorter = Sorter::new(vec![root.clone()]);
+        let mut batch = Batch::default();
+        let prod = root.join("prod");
+        batch.apply(sorter.sort(Ok(
+            notify::Event::new(EventKind::Create(CreateKind::Folder)).add_path(prod.clone()),
+        )));
+        assert_eq!(batch.paths, BTreeSet::from([prod.clone()]));
+
+        batch.expand_appeared();
+        let expected = BTreeSet::from([prod.clone(), prod.join("eu"), prod.join("eu/web.yaml")]);
+        assert_eq!(batch.paths, expected);
     }
 }

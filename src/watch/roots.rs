@@ -16,28 +16,24 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::RecommendedCache;
 
 use super::WatchPaths;
 use super::error::{WatchError, describe_runtime_error, watch_error};
 
-/// The debouncer the watcher runs on.
-pub(super) type Debouncer = notify_debouncer_full::Debouncer<RecommendedWatcher, RecommendedCache>;
-
-/// The two operations this module needs from the debouncer; a trait so the event loop can be
+/// The two operations this module needs from notify's watcher; a trait so the event loop can be
 /// tested without inotify.
 pub(super) trait WatchControl: Send {
     fn watch(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()>;
     fn unwatch(&mut self, path: &Path) -> notify::Result<()>;
 }
 
-impl WatchControl for Debouncer {
+impl WatchControl for RecommendedWatcher {
     fn watch(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()> {
-        Debouncer::watch(self, path, mode)
+        notify::Watcher::watch(self, path, mode)
     }
 
     fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
-        Debouncer::unwatch(self, path)
+        notify::Watcher::unwatch(self, path)
     }
 }
 

@@ -3,17 +3,20 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use notify::RecursiveMode;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::filter::Batch;
+use super::filter::{Change, Op};
 use super::roots::{Roots, WatchControl};
 use super::{Bridge, ChangeSet, EventLoop, WatchConfig, WatchError, WatchPaths, Watcher};
 
@@ -352,7 +355,7 @@ fn a_zero_debounce_is_rejected() {
     assert!(error.to_string().contains("debounce must be at least"), "{error}");
 }
 
-/// Stands in for the debouncer where the event loop is tested on its own.
+/// Stands in for notify's watcher where the event loop is tested on its own.
 struct NoWatches;
 
 impl WatchControl for NoWatches {
@@ -365,8 +368,8 @@ impl WatchControl for NoWatches {
     }
 }
 
-/// An event loop without inotify, fed through a `Bridge` with room for `capacity` batches.
-/// The returned `Arc` keeps the stand-in debouncer alive.
+/// An event loop without inotify, fed through a `Bridge` with room for `capacity` changes.
+/// The returned `Arc` keeps the stand-in watcher alive.
 fn event_loop(capacity: usize) -> (Bridge, mpsc::Receiver<ChangeSet>, EventLoop, Arc<Mutex<NoWatches>>) {
     let (raw_tx, raw_rx) = mpsc::channel(capacity);
     let (tx, rx) = mpsc::channel(1);
@@ -393,18 +396,19 @@ fn event_loop(capacity: usize) -> (Bridge, mpsc::Receiver<ChangeSet>, EventLoop,
     (bridge, rx, event_loop, control)
 }
 
-fn batch(path: &str) -> Batch {
-    let mut batch = Batch::default();
-    batch.paths.insert(PathBuf::from(path));
-    batch
+fn change(path: &str) -> Change {
+    Change {
+        ops: vec![Op::Changed(PathBuf::from(path))],
+        ..Change::default()
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_full_channel_turns_the_next_change_set_into_a_relist() {
     let (bridge, mut rx, event_loop, _control) = event_loop(1);
-    bridge.deliver(batch("/repo/inventory.d/a.yaml"));
+    bridge.deliver(change("/repo/inventory.d/a.yaml"));
     // No room left: this one is dropped, and must not block.
-    bridge.deliver(batch("/repo/inventory.d/b.yaml"));
+    bridge.deliver(change("/repo/inventory.d/b.yaml"));
     tokio::spawn(event_loop.run());
 
     let set = next(&mut rx).await;
@@ -417,11 +421,11 @@ async fn a_full_channel_turns_the_next_change_set_into_a_relist() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn batches_arriving_within_the_debounce_window_become_one_change_set() {
+async fn changes_arriving_within_the_debounce_window_become_one_change_set() {
     let (bridge, mut rx, event_loop, _control) = event_loop(64);
     tokio::spawn(event_loop.run());
     for n in 0..20 {
-        bridge.deliver(batch(&format!("/repo/inventory.d/web-{n}.yaml")));
+        bridge.deliver(change(&format!("/repo/inventory.d/web-{n}.yaml")));
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let set = next(&mut rx).await;
@@ -430,7 +434,7 @@ async fn batches_arriving_within_the_debounce_window_become_one_change_set() {
 
     // After a quiet window, a new batch is a new change set.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    bridge.deliver(batch("/repo/inventory.d/late.yaml"));
+    bridge.deliver(change("/repo/inventory.d/late.yaml"));
     assert_eq!(next(&mut rx).await.paths.len(), 1);
 }
 
@@ -438,11 +442,11 @@ async fn batches_arriving_within_the_debounce_window_become_one_change_set() {
 async fn changes_pile_up_into_one_change_set_while_the_receiver_is_busy() {
     let (bridge, mut rx, event_loop, _control) = event_loop(64);
     tokio::spawn(event_loop.run());
-    bridge.deliver(batch("/repo/inventory.d/first.yaml"));
+    bridge.deliver(change("/repo/inventory.d/first.yaml"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The first change set fills the channel; these three wait behind it and merge.
     for name in ["a", "b", "c"] {
-        bridge.deliver(batch(&format!("/repo/inventory.d/{name}.yaml")));
+        bridge.deliver(change(&format!("/repo/inventory.d/{name}.yaml")));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(next(&mut rx).await.paths.len(), 1);
@@ -460,4 +464,52 @@ async fn an_idle_watcher_requests_a_periodic_relist() {
     assert!(set.relist && set.paths.is_empty(), "{set:?}");
     assert_eq!(set.reason.as_deref(), Some("periodic re-list"));
     assert!(started.elapsed() >= every);
+}
+
+/// Counts how often the wrapped future is polled, that is, how often its task was woken.
+struct CountPolls<F> {
+    inner: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_event_loop_does_not_wake_before_the_relist_timer() {
+    let (bridge, mut rx, event_loop, _control) = event_loop(64);
+    let (debounce, every) = (event_loop.config.debounce, event_loop.config.relist_every);
+    let polls = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(CountPolls {
+        inner: Box::pin(event_loop.run()),
+        polls: Arc::clone(&polls),
+    });
+    let idle = debounce * 100;
+    assert!(idle * 2 < every);
+
+    // Paused time jumps straight to the earliest timer of any task, so a periodic tick of the
+    // event loop's own (as notify-debouncer-full's thread had) would wake it on the way.
+    tokio::time::sleep(idle).await;
+    assert_eq!(polls.load(Ordering::Relaxed), 1, "the event loop woke while idle");
+
+    // After a burst has gone out, nothing but the re-list timer is left armed.
+    bridge.deliver(change("/repo/inventory.d/web-1.yaml"));
+    assert_eq!(next(&mut rx).await.paths.len(), 1);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let settled = polls.load(Ordering::Relaxed);
+    tokio::time::sleep(idle).await;
+    assert_eq!(
+        polls.load(Ordering::Relaxed),
+        settled,
+        "the event loop woke while idle after a change set"
+    );
+    assert!(rx.try_recv().is_err(), "nothing happened, so nothing may be sent");
 }
