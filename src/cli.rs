@@ -7,6 +7,7 @@ mod demo;
 mod detect;
 mod get;
 mod init;
+mod plan;
 mod reconcile;
 mod schema;
 mod table;
@@ -72,6 +73,8 @@ pub enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Show servers and their status (kubectl-style).
     Get(get::GetArgs),
+    /// Show what a reconcile would change, without changing anything.
+    Plan(plan::PlanArgs),
     /// Watch the inventory and keep every server reconciled.
     Daemon(daemon::DaemonArgs),
     /// A first look: a throwaway loopback sshd, a demo inventory and the daemon.
@@ -206,6 +209,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust(args) => trust::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
         Command::Get(args) => get::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
     }

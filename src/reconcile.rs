@@ -626,7 +626,7 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
     }
 }
 
-async fn execute(
+pub(crate) async fn execute(
     ctx: &Context,
     target: &Target,
     desired: &DesiredState,

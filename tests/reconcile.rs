@@ -311,3 +311,114 @@ fn suspended_servers_are_left_alone_and_say_so() {
     assert!(!out.exists());
     assert_eq!(condition(&fleet.status("web-1"), "Ready")["reason"], "Suspended");
 }
+
+impl Fleet {
+    fn plan(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .args(["plan", "--known-hosts", self.sshd.known_hosts.to_str().unwrap()])
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn plan_shows_pending_changes_and_changes_nothing() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    let spec = |content: &str| {
+        format!(
+            "  components:\n    - name: file\n      config: {{path: {}, content: {content}}}\n",
+            out.display()
+        )
+    };
+    fleet.server("web-1", &spec("hello"));
+    let plan = fleet.plan();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(3), "{text}");
+    assert!(text.contains("never applied"), "{text}");
+    assert!(!out.exists() && runs(&out).is_empty(), "plan ran nothing");
+
+    assert!(fleet.reconcile(&[]).status.success());
+    let plan = fleet.plan();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(text.contains("in sync"), "{text}");
+
+    std::fs::write(&out, "tampered").unwrap();
+    let plan = fleet.plan();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(3), "{text}");
+    assert!(text.contains("would change") && text.contains("drift"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "tampered",
+        "plan corrected nothing"
+    );
+
+    fleet.server("web-1", &spec("bye"));
+    let text = String::from_utf8_lossy(&fleet.plan().stdout).into_owned();
+    assert!(text.contains("config changed"), "{text}");
+    std::fs::write(fleet.dir.path().join("scripts/file.sh"), format!("{FILE_SCRIPT}# v2\n")).unwrap();
+    let text = String::from_utf8_lossy(&fleet.plan().stdout).into_owned();
+    assert!(text.contains("script changed"), "{text}");
+    assert_eq!(
+        runs(&out).iter().filter(|m| *m == "apply").count(),
+        1,
+        "only the one reconcile applied"
+    );
+}
+
+#[test]
+fn a_hanging_component_is_killed_at_its_deadline() {
+    let fleet = Fleet::new();
+    let pidfile = fleet.dir.path().join("hang.pid");
+    std::fs::write(
+        fleet.dir.path().join("scripts/hang.sh"),
+        format!("echo $$ > {}\nexec sleep 300\n", pidfile.display()),
+    )
+    .unwrap();
+    fleet.server("web-1", "  components:\n    - name: hang\n      timeout: 2s\n");
+    let started = std::time::Instant::now();
+    let run = fleet.reconcile(&[]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let c = component(&fleet.status("web-1"), "hang");
+    assert_eq!(c["state"], "Failed");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(gone, "the remote process {pid} is still running");
+}
+
+#[test]
+fn depends_on_orders_servers_within_one_pass() {
+    let fleet = Fleet::new();
+    let log = fleet.dir.path().join("order.log");
+    std::fs::write(
+        fleet.dir.path().join("scripts/order.sh"),
+        format!("echo \"$CHOM_SERVER\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    fleet.server("db-1", "  components:\n    - name: order\n");
+    fleet.server("app-1", "  dependsOn: [db-1]\n  components:\n    - name: order\n");
+    fleet.server("web-1", "  dependsOn: [app-1]\n  components:\n    - name: order\n");
+    let run = fleet.reconcile(&[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+    let order = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(order.lines().collect::<Vec<_>>(), ["db-1", "app-1", "web-1"]);
+
+    // A dependency that fails holds its dependents back.
+    fleet.server("db-1", "  components:\n    - name: fail\n");
+    let run = fleet.reconcile(&[]);
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(
+        condition(&fleet.status("app-1"), "Ready")["reason"],
+        "DependencyNotReady"
+    );
+}

@@ -35,6 +35,41 @@ pub struct ReconcileArgs {
     pub names: Vec<String>,
 }
 
+/// True when a dependency outside this pass is Ready, per its status file, at the
+/// generation of its current desired state.
+fn dependency_ready_on_disk(
+    inventory: &crate::inventory::Inventory,
+    digests: &desired::ScriptDigests,
+    dep: &str,
+) -> bool {
+    let Some(entry) = inventory.servers.get(dep) else {
+        return false;
+    };
+    let hash = desired::desired_state(inventory, entry, digests).hash();
+    status::read(&entry.status_path()).is_some_and(|s| {
+        s.metadata.desired_hash.as_deref() == Some(hash.as_str()) && s.status.is_ready_at(s.metadata.generation)
+    })
+}
+
+/// The outcome of a server held back by a dependency that is not Ready.
+fn waiting_for(dep: String, previous: Option<&status::ObservedStatus>, generation: u64) -> Outcome {
+    let mut observed = previous.cloned().unwrap_or_default();
+    observed.observed_generation = generation;
+    observed.set_condition(
+        types::READY,
+        status::ConditionStatus::False,
+        "DependencyNotReady",
+        format!("waiting for {dep} to be Ready at its current generation"),
+        generation,
+        status::Timestamp::now(),
+    );
+    Outcome {
+        status: observed,
+        result: ReconcileResult::Blocked,
+        hardware_changes: Vec::new(),
+    }
+}
+
 /// Runs the pass.
 pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
@@ -52,31 +87,64 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let total = names.len();
     let progress = std::io::stderr().is_terminal();
 
+    // Each server announces when its pass ends and whether it is Ready, so servers that
+    // depend on it (dependsOn) start after it, within this one pass.
+    let mut done_tx = std::collections::BTreeMap::new();
+    let mut done_rx = std::collections::BTreeMap::new();
+    for name in &names {
+        let (tx, rx) = tokio::sync::watch::channel(None::<bool>);
+        done_tx.insert(name.clone(), tx);
+        done_rx.insert(name.clone(), rx);
+    }
+    let done_rx = Arc::new(done_rx);
     let rows = runtime.block_on(async {
         let limit = Arc::new(tokio::sync::Semaphore::new(args.workers.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for name in names {
             let (ctx, inventory, limit, deployment_id) =
                 (ctx.clone(), inventory.clone(), limit.clone(), deployment_id.clone());
-            let digests = digests.clone();
+            let (digests, done_rx) = (digests.clone(), done_rx.clone());
+            let Some(tx) = done_tx.remove(&name) else { continue };
             tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await.ok()?;
                 let entry = inventory.servers.get(&name)?;
                 let desired = desired::desired_state(&inventory, entry, &digests);
                 let hash = desired.hash();
                 let path = entry.status_path();
                 let previous = status::read(&path);
                 let generation = status::generation_for(previous.as_ref(), &hash);
+                // Wait for dependencies before taking a worker slot, so waiting never
+                // starves the servers being waited for.
+                let mut unready = None;
+                for dep in &desired.depends_on {
+                    let ready = match done_rx.get(dep) {
+                        Some(rx) => {
+                            let mut rx = rx.clone();
+                            let value = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+                            value.unwrap_or(false)
+                        }
+                        None => dependency_ready_on_disk(&inventory, &digests, dep),
+                    };
+                    if !ready && unready.is_none() {
+                        unready = Some(dep.clone());
+                    }
+                }
+                let _permit = limit.acquire_owned().await.ok()?;
                 let started = Instant::now();
-                let outcome = reconcile::reconcile(
-                    &ctx,
-                    entry,
-                    &desired,
-                    generation,
-                    previous.as_ref().map(|p| &p.status),
-                    &deployment_id,
-                )
-                .await;
+                let outcome = match unready {
+                    Some(dep) => waiting_for(dep, previous.as_ref().map(|p| &p.status), generation),
+                    None => {
+                        reconcile::reconcile(
+                            &ctx,
+                            entry,
+                            &desired,
+                            generation,
+                            previous.as_ref().map(|p| &p.status),
+                            &deployment_id,
+                        )
+                        .await
+                    }
+                };
+                let _ = tx.send(Some(outcome.status.is_ready_at(generation)));
                 let doc = status::document(&name, generation, &hash, outcome.status.clone());
                 let write_error = status::write_if_changed(&path, &doc).err();
                 Some((name, outcome, started.elapsed(), write_error))
