@@ -123,6 +123,10 @@ pub struct SshArgs {
     /// bursts above its start value, 10 by default).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_handshakes: usize,
+    /// New SSH handshakes started per second across the fleet (0: unpaced). When every
+    /// server runs its own sshd, raising this and --max-handshakes speeds up large fleets.
+    #[arg(long, default_value_t = 200, value_name = "PER_SEC")]
+    pub handshake_rate: u32,
 }
 
 impl SshArgs {
@@ -139,6 +143,7 @@ impl SshArgs {
             known_hosts_files: self.known_hosts_files(),
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
             max_handshakes_in_flight: self.max_handshakes.max(1),
+            handshake_rate: self.handshake_rate,
             ..crate::ssh::TransportConfig::default()
         };
         crate::ssh::Transport::new(config)

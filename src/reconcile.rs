@@ -80,6 +80,7 @@ async fn run_pass(
     deployment_id: &str,
 ) -> Outcome {
     let started = Timestamp::now();
+    info!(generation, "reconcile started");
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.remove_condition(types::RECONCILING);

@@ -50,7 +50,7 @@ pub struct TransportConfig {
     pub idle_timeout: Duration,
     /// Fleet-wide cap on handshakes in progress (default 10, OpenSSH's MaxStartups start).
     pub max_handshakes_in_flight: usize,
-    /// New handshakes started per second, fleet-wide (default 50; 0 = unpaced).
+    /// New handshakes started per second, fleet-wide (default 200; 0 = unpaced).
     pub handshake_rate: u32,
     /// Concurrent channels per connection (default 8, under OpenSSH's MaxSessions 10).
     pub max_channels_per_connection: usize,
@@ -72,7 +72,7 @@ impl Default for TransportConfig {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(300),
             max_handshakes_in_flight: 10,
-            handshake_rate: 50,
+            handshake_rate: 200,
             max_channels_per_connection: 8,
             output_cap: 1024 * 1024,
             kill_grace: Duration::from_secs(2),

@@ -113,6 +113,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         known_hosts: vec![known_hosts],
         connect_timeout: 10,
         max_handshakes: 10,
+        handshake_rate: 200,
     };
     let config = args.tuning.config(&tree, root.join(".chom"));
     let transport = Arc::new(ssh.transport());

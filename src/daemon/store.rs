@@ -83,6 +83,19 @@ pub struct Store {
     pub servers: BTreeMap<String, Tracked>,
 }
 
+/// kstatus: `Reconciling` is True from the moment a new generation exists until a pass
+/// has acted on it (the pass removes it).
+fn mark_reconciling(observed: &mut ObservedStatus, generation: u64) {
+    observed.set_condition(
+        types::RECONCILING,
+        ConditionStatus::True,
+        "NewGeneration",
+        format!("generation {generation} is waiting to be reconciled"),
+        generation,
+        Timestamp::now(),
+    );
+}
+
 fn finding_line(d: &Diagnostic) -> String {
     format!(
         "{}:{}:{}: {}[{}]: {}",
@@ -127,6 +140,8 @@ impl Store {
                     if t.hash != hash || t.entry.path != entry.path {
                         if t.hash != hash {
                             t.generation += 1;
+                            mark_reconciling(&mut t.observed, t.generation);
+                            changes.validity.insert(name.clone());
                         }
                         t.entry = entry.clone();
                         t.desired = desired;
@@ -138,7 +153,10 @@ impl Store {
                     // A restart keeps the generation recorded in the status file.
                     let previous = status::read(&entry.status_path());
                     let generation = status::generation_for(previous.as_ref(), &hash);
-                    let observed = previous.map(|p| p.status).unwrap_or_default();
+                    let mut observed = previous.map(|p| p.status).unwrap_or_default();
+                    if observed.observed_generation != generation {
+                        mark_reconciling(&mut observed, generation);
+                    }
                     self.servers.insert(
                         name.clone(),
                         Tracked {
