@@ -170,14 +170,7 @@ fn unreachable(status: &mut ObservedStatus, error: &DetectError, generation: u64
             now,
         );
     } else {
-        status.set_condition(
-            types::REACHABLE,
-            ConditionStatus::True,
-            "Connected",
-            "ssh login works",
-            generation,
-            now,
-        );
+        mark_reachable(status, generation, now);
         status.set_condition(
             types::HARDWARE_DETECTED,
             ConditionStatus::False,
@@ -226,14 +219,7 @@ async fn detected(
     deployment_id: &str,
     now: Timestamp,
 ) -> ReconcileResult {
-    status.set_condition(
-        types::REACHABLE,
-        ConditionStatus::True,
-        "Connected",
-        "ssh login works",
-        generation,
-        now,
-    );
+    mark_reachable(status, generation, now);
     status.set_condition(
         types::HARDWARE_DETECTED,
         ConditionStatus::True,
@@ -348,6 +334,10 @@ async fn detected(
     }
     status.set_condition(types::READY, bool_status(ready), reason, message, generation, now);
     result
+}
+
+fn mark_reachable(status: &mut ObservedStatus, generation: u64, now: Timestamp) {
+    status.set_condition(types::REACHABLE, ConditionStatus::True, "Connected", "ssh login works", generation, now);
 }
 
 fn bool_status(ok: bool) -> ConditionStatus {
