@@ -10,6 +10,7 @@ mod init;
 mod plan;
 mod reconcile;
 mod schema;
+mod secrets;
 mod table;
 mod trust;
 mod validate;
@@ -79,6 +80,8 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     /// A first look: a throwaway loopback sshd, a demo inventory and the daemon.
     Demo(demo::DemoArgs),
+    /// Manage the age-encrypted secrets in secrets.d/ (values never on argv or in logs).
+    Secrets(secrets::SecretsArgs),
 }
 
 /// Where the inventory is, shared by every subcommand that reads it.
@@ -127,6 +130,10 @@ pub struct SshArgs {
     /// server runs its own sshd, raising this and --max-handshakes speeds up large fleets.
     #[arg(long, default_value_t = 200, value_name = "PER_SEC")]
     pub handshake_rate: u32,
+    /// age identity that decrypts secrets.d/ [default: $CHOM_AGE_IDENTITY, else the
+    /// systemd credential `age-identity`]. Must not be readable by group or others.
+    #[arg(long, value_name = "FILE")]
+    pub age_identity: Option<PathBuf>,
 }
 
 impl SshArgs {
@@ -147,6 +154,47 @@ impl SshArgs {
             ..crate::ssh::TransportConfig::default()
         };
         crate::ssh::Transport::new(config)
+    }
+}
+
+/// The state directory: the option, `$CHOM_STATE_DIR`, systemd's `$STATE_DIRECTORY`,
+/// else `.chom/` beside the inventory.
+pub fn state_dir(tree: &TreeArgs, option: Option<&std::path::Path>) -> PathBuf {
+    option
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CHOM_STATE_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| tree_base(tree).join(".chom"))
+}
+
+/// Loads the age identity, if one is configured. `quiet_if_absent` is for callers that
+/// only might need it; a misconfigured identity (bad permissions, unreadable) is
+/// always reported, because the servers that need it will not be deployed.
+pub fn load_identity(ssh: &SshArgs, quiet_if_absent: bool) -> Option<std::sync::Arc<crate::secrets::Identity>> {
+    let located = crate::secrets::locate_identity(ssh.age_identity.as_deref(), |k| std::env::var_os(k));
+    match located.and_then(|path| crate::secrets::Identity::load(&path)) {
+        Ok(identity) => Some(std::sync::Arc::new(identity)),
+        Err(crate::secrets::SecretsError::NoIdentity) if quiet_if_absent => None,
+        Err(e) => {
+            eprintln!("warning: {e:#}; servers that reference secrets will not be deployed");
+            None
+        }
+    }
+}
+
+/// The reconcile context for one-shot commands (`reconcile`, `plan`).
+pub fn reconcile_context(
+    tree: &TreeArgs,
+    ssh: &SshArgs,
+    inventory: &crate::inventory::Inventory,
+) -> crate::reconcile::Context {
+    let needs_secrets = inventory.servers.values().any(|e| !e.server.spec.secrets.is_empty());
+    crate::reconcile::Context {
+        transport: std::sync::Arc::new(ssh.transport()),
+        layout: tree.layout(),
+        base: tree_base(tree),
+        identity: if needs_secrets { load_identity(ssh, false) } else { None },
+        redactor: crate::secrets::Redactor::new(),
     }
 }
 
@@ -179,6 +227,26 @@ pub fn load_servers(tree: &TreeArgs, names: &[String]) -> anyhow::Result<(crate:
         }
     }
     Ok((inventory, names.to_vec()))
+}
+
+/// Secret names each server references, for `chom secrets check`: every valid server of
+/// the inventory beside the secrets folder, with an empty set when it needs none.
+fn secret_references(secrets_dir: &std::path::Path) -> anyhow::Result<crate::secrets::References> {
+    let inventory = std::env::var_os("CHOM_INVENTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            secrets_dir
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("inventory.d")
+        });
+    // Without an inventory there is nothing to reference; the values are still checked.
+    if !inventory.is_dir() {
+        return Ok(crate::secrets::References::new());
+    }
+    let mut layout = crate::inventory::Layout::beside(&inventory);
+    layout.secrets = secrets_dir.to_path_buf();
+    Ok(crate::validate::load(&layout, &[])?.secret_references)
 }
 
 /// A multi-threaded tokio runtime for commands that do network I/O.
@@ -217,6 +285,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Secrets(args) => secrets::run(&args, || secret_references(&args.dir)),
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Run<'a> {
     pub mode: Mode,
     /// The deployment this run belongs to.
     pub deployment_id: &'a str,
+    /// The server's decrypted secrets, exported by name.
+    pub secrets: Option<&'a crate::secrets::Resolved>,
 }
 
 /// The bytes sent to `sh -s`: the environment, then the script wrapped in a function
@@ -103,6 +105,16 @@ pub fn stdin_for(run: Run<'_>, script: &[u8]) -> Vec<u8> {
         ("CHOM_CONFIG".to_owned(), Value::Object(c.config.clone()).to_string()),
     ];
     env.extend(flat_config(&c.config));
+    if let Some(resolved) = run.secrets {
+        // Only ever inside this stdin: never argv, never a local environment, never a
+        // remote file. Quoted the way the redactor expects (`'\''`).
+        env.extend(
+            resolved
+                .secrets
+                .iter()
+                .map(|(name, s)| (name.clone(), s.value.expose().to_owned())),
+        );
+    }
     let mut out = String::from("chom_component() {\n");
     let body = String::from_utf8_lossy(script);
     out.push_str(&body);
@@ -117,14 +129,23 @@ pub fn stdin_for(run: Run<'_>, script: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The applied digest: script bytes, version and merged config (and, once secrets
-/// exist, their versions). Unchanged digest + last run succeeded = nothing to apply.
-pub fn digest(component: &DesiredComponent, script: &[u8]) -> String {
+/// The applied digest: script bytes, version, merged config and the versions of the
+/// server's secrets. Unchanged digest + last run succeeded = nothing to apply.
+pub fn digest(
+    component: &DesiredComponent,
+    script: &[u8],
+    secret_versions: &std::collections::BTreeMap<String, String>,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(Sha256::digest(script));
     hasher.update(component.version.as_deref().unwrap_or("").as_bytes());
     hasher.update([0]);
     hasher.update(Value::Object(component.config.clone()).to_string().as_bytes());
+    for (name, version) in secret_versions {
+        hasher.update([0]);
+        hasher.update(name.as_bytes());
+        hasher.update(version.as_bytes());
+    }
     format!("sha256:{}", hex(&hasher.finalize()[..16]))
 }
 
@@ -268,6 +289,7 @@ mod tests {
             component: &c,
             mode: Mode::Check,
             deployment_id: "d-1",
+            secrets: None,
         };
         let script = b"#!/bin/sh\nread line || true\necho \"$CHOM_SERVER $CHOM_MODE $CHOM_VERSION [$line]\"\necho \"$CHOM_CFG_MOTTO\"\necho \"$CHOM_CONFIG\"\nexit 100";
         let out = std::process::Command::new("sh")
@@ -296,16 +318,20 @@ mod tests {
 
     #[test]
     fn digests_change_with_script_version_and_config() {
+        let none = std::collections::BTreeMap::new();
         let c = component();
-        let base = digest(&c, b"echo a");
-        assert_eq!(base, digest(&c, b"echo a"));
-        assert_ne!(base, digest(&c, b"echo b"));
+        let base = digest(&c, b"echo a", &none);
+        assert_eq!(base, digest(&c, b"echo a", &none));
+        assert_ne!(base, digest(&c, b"echo b", &none));
         let mut v = c.clone();
         v.version = Some("1.25".into());
-        assert_ne!(base, digest(&v, b"echo a"));
+        assert_ne!(base, digest(&v, b"echo a", &none));
         let mut k = c.clone();
         k.config.insert("x".into(), json!(1));
-        assert_ne!(base, digest(&k, b"echo a"));
+        assert_ne!(base, digest(&k, b"echo a", &none));
+        let rotated =
+            std::collections::BTreeMap::from([("DB_PASSWORD".to_owned(), "common@2026-11-26T12:00:00Z".to_owned())]);
+        assert_ne!(base, digest(&c, b"echo a", &rotated), "a changed secret is re-applied");
     }
 
     #[test]

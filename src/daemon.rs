@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::audit::Audit;
 use crate::inventory::Layout;
 use crate::queue::{Queue, QueueConfig};
 use crate::reconcile::{self, Context};
@@ -41,6 +42,8 @@ pub struct Config {
     pub watch: WatchConfig,
     /// How long in-flight reconciles may take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// The age identity for `secrets.d/`, when one is configured.
+    pub identity: Option<Arc<crate::secrets::Identity>>,
 }
 
 /// Errors that stop the daemon (per-server failures never do).
@@ -100,6 +103,7 @@ pub fn lock(state_dir: &Path) -> Result<File, DaemonError> {
 }
 
 struct Shared {
+    audit: Audit,
     config: Config,
     ctx: Context,
     store: Mutex<Store>,
@@ -115,7 +119,17 @@ impl Shared {
 /// Runs the daemon until SIGTERM/SIGINT. `ready` is called once the first listing is
 /// done (for systemd readiness and `/readyz`).
 pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), DaemonError> {
-    let _lock = lock(&config.state_dir)?;
+    let audit = Audit::open(&config.state_dir, &config.layout.inventory).map_err(|source| DaemonError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let _lock = match lock(&config.state_dir) {
+        Err(e @ DaemonError::Locked { .. }) => {
+            audit.record("daemon.refused", serde_json::json!({"reason": e.to_string()}));
+            return Err(e);
+        }
+        other => other?,
+    };
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -124,8 +138,11 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         transport: transport.clone(),
         layout: config.layout.clone(),
         base: config.base.clone(),
+        identity: config.identity.clone(),
+        redactor: crate::secrets::Redactor::new(),
     };
     let shared = Arc::new(Shared {
+        audit,
         queue: Queue::new(config.queue.clone()),
         config: config.clone(),
         ctx,
@@ -139,11 +156,22 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     // Start watching before the first listing so nothing changed in between is missed.
     let (watcher, mut changes) = Watcher::start(&paths, config.watch)?;
     refresh(&shared).await?;
-    info!(
-        servers = shared.store().servers.len(),
-        workers = config.workers,
-        "daemon started"
+    let servers = shared.store().servers.len();
+    info!(servers, workers = config.workers, "daemon started");
+    shared.audit.record(
+        "daemon.started",
+        serde_json::json!({"servers": servers, "pid": std::process::id()}),
     );
+    crate::systemd::notify(&format!("READY=1\nSTATUS=watching {servers} server(s)"));
+    let watchdog = crate::systemd::watchdog_interval().map(|period| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                crate::systemd::notify("WATCHDOG=1");
+            }
+        })
+    });
 
     let hard_stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
@@ -181,6 +209,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     }
 
     info!(timeout = ?config.shutdown_timeout, "stopping: no new work; waiting for reconciles in flight");
+    crate::systemd::notify("STOPPING=1");
     drop(watcher);
     shared.queue.shut_down();
     let drained = tokio::time::timeout(config.shutdown_timeout, async {
@@ -198,6 +227,12 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         while workers.join_next().await.is_some() {}
     }
     transport.close_all().await;
+    if let Some(task) = watchdog {
+        task.abort();
+    }
+    shared
+        .audit
+        .record("daemon.stopped", serde_json::json!({"drained": drained}));
     info!("daemon stopped");
     Ok(())
 }
@@ -311,6 +346,15 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
     )
     .await;
     let mut observed = outcome.status;
+    for c in observed.components.iter().filter(|c| c.changed) {
+        shared.audit.record(
+            "component.applied",
+            serde_json::json!({
+                "server": name, "component": c.name, "digest": c.applied_digest,
+                "deploymentId": deployment_id, "generation": tracked.generation,
+            }),
+        );
+    }
     match outcome.result {
         ReconcileResult::Failed => {
             let delay = shared.queue.add_rate_limited(name.to_owned());

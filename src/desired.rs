@@ -60,6 +60,9 @@ pub struct DesiredState {
     pub config: Config,
     /// Secret names the components may read.
     pub secrets: Vec<String>,
+    /// Version of each referenced secret that exists (`scope@updatedAt`); part of every
+    /// component's applied digest, so a changed secret is re-applied.
+    pub secret_versions: BTreeMap<String, String>,
     /// Servers that must be Ready first.
     pub depends_on: Vec<String>,
     /// Drift check period.
@@ -108,12 +111,47 @@ pub fn deep_merge(base: &mut Config, overlay: &Config) {
     }
 }
 
-/// Script digests, read once per computation of many desired states.
-pub type ScriptDigests = BTreeMap<String, Option<String>>;
+/// What desired states are computed from besides the inventory: script digests and
+/// secret versions, read once for many servers.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// SHA-256 of each script by component name (`None`: missing).
+    pub scripts: BTreeMap<String, Option<String>>,
+    /// Per server, the version (`scope@updatedAt`) of each secret it references. Read
+    /// without decrypting, so a changed secret re-queues its servers even without a key.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+}
 
-/// SHA-256 of each script a server of the inventory uses.
-pub fn script_digests(inventory: &Inventory, layout: &Layout) -> ScriptDigests {
-    let mut digests = ScriptDigests::new();
+/// Reads the script digests and secret versions the inventory's servers use.
+pub fn sources(inventory: &Inventory, layout: &Layout) -> Sources {
+    Sources {
+        scripts: script_digests(inventory, layout),
+        secrets: secret_versions(inventory, layout),
+    }
+}
+
+fn secret_versions(inventory: &Inventory, layout: &Layout) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, entry) in &inventory.servers {
+        if entry.server.spec.secrets.is_empty() {
+            continue;
+        }
+        let listed = crate::secrets::list(&layout.secrets, Some(name)).unwrap_or_default();
+        let versions = entry
+            .server
+            .spec
+            .secrets
+            .iter()
+            .filter_map(|s| listed.iter().find(|l| l.name == s.0))
+            .map(|l| (l.name.clone(), format!("{}@{}", l.scope, l.updated_at)))
+            .collect();
+        out.insert(name.clone(), versions);
+    }
+    out
+}
+
+fn script_digests(inventory: &Inventory, layout: &Layout) -> BTreeMap<String, Option<String>> {
+    let mut digests = BTreeMap::new();
     let names = inventory
         .servers
         .values()
@@ -133,7 +171,8 @@ fn file_sha256(path: &Path) -> Option<String> {
 }
 
 /// The desired state of one server of `inventory`.
-pub fn desired_state(inventory: &Inventory, entry: &ServerEntry, scripts: &ScriptDigests) -> DesiredState {
+pub fn desired_state(inventory: &Inventory, entry: &ServerEntry, sources: &Sources) -> DesiredState {
+    let scripts = &sources.scripts;
     let spec = &entry.server.spec;
     let role = inventory.role_of(&entry.server);
     let mut base_config = role.map(|r| r.spec.config.clone()).unwrap_or_default();
@@ -177,6 +216,11 @@ pub fn desired_state(inventory: &Inventory, entry: &ServerEntry, scripts: &Scrip
         components,
         config: base_config,
         secrets: spec.secrets.iter().map(|s| s.0.clone()).collect(),
+        secret_versions: sources
+            .secrets
+            .get(&entry.server.metadata.name)
+            .cloned()
+            .unwrap_or_default(),
         depends_on: spec.depends_on.clone(),
         interval: spec.interval.0,
         drift_policy: spec.drift_policy,
@@ -229,7 +273,7 @@ mod tests {
         let report = crate::validate::load(&layout, &[]).unwrap();
         assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
         let inventory = report.inventory;
-        let digests = script_digests(&inventory, &layout);
+        let digests = sources(&inventory, &layout);
         let desired = desired_state(&inventory, &inventory.servers["web-1"], &digests);
         let names: Vec<&str> = desired.components.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["base", "nginx", "app"]);
@@ -244,7 +288,7 @@ mod tests {
 
         let before = desired.hash();
         std::fs::write(dir.path().join("scripts/nginx.sh"), "echo changed\n").unwrap();
-        let digests = script_digests(&inventory, &layout);
+        let digests = sources(&inventory, &layout);
         assert_ne!(
             desired_state(&inventory, &inventory.servers["web-1"], &digests).hash(),
             before

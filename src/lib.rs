@@ -2,6 +2,7 @@
 //! of YAML resources. The library holds all logic; `main.rs` only parses the command
 //! line and maps errors to exit codes.
 
+pub mod audit;
 pub mod cli;
 pub mod component;
 pub mod daemon;
@@ -15,7 +16,9 @@ pub mod queue;
 pub mod reconcile;
 pub mod resource;
 pub mod schema;
+pub mod secrets;
 pub mod ssh;
 pub mod status;
+pub mod systemd;
 pub mod validate;
 pub mod watch;

@@ -31,6 +31,11 @@ pub struct Context {
     pub layout: Layout,
     /// The folder relative `identityFile`s are resolved from.
     pub base: PathBuf,
+    /// The age identity that decrypts `secrets.d/`; `None` when none was given.
+    pub identity: Option<Arc<crate::secrets::Identity>>,
+    /// Every decrypted value is registered here; all remote output kept in status or
+    /// logs passes through it.
+    pub redactor: crate::secrets::Redactor,
 }
 
 /// The outcome of one pass.
@@ -283,7 +288,54 @@ async fn detected(
     }
     status.remove_condition(types::STALLED);
 
-    let applied = apply_components(ctx, target, desired, status, deployment_id).await;
+    let resolved = match resolve_secrets(ctx, desired) {
+        Ok(resolved) => {
+            if !desired.secrets.is_empty() {
+                let message = format!("{} secret(s) decrypted", desired.secrets.len());
+                status.set_condition(
+                    types::SECRETS_RESOLVED,
+                    ConditionStatus::True,
+                    "Resolved",
+                    message,
+                    generation,
+                    now,
+                );
+            } else {
+                status.remove_condition(types::SECRETS_RESOLVED);
+            }
+            resolved
+        }
+        Err((reason, message)) => {
+            warn!(reason, error = %message, "secrets not resolved; components not applied");
+            for c in &desired.components {
+                upsert_component(
+                    status,
+                    skipped(&c.name, "not applied: the server's secrets are not resolved"),
+                );
+            }
+            status.set_condition(
+                types::SECRETS_RESOLVED,
+                ConditionStatus::False,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            status.set_condition(
+                types::COMPONENTS_READY,
+                ConditionStatus::False,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            status.set_condition(types::READY, ConditionStatus::False, reason, &message, generation, now);
+            status.set_condition(types::STALLED, ConditionStatus::True, reason, &message, generation, now);
+            return ReconcileResult::Blocked;
+        }
+    };
+
+    let applied = apply_components(ctx, target, desired, status, deployment_id, resolved.as_ref()).await;
     let (ready, reason, message, result) = match &applied {
         Applied::AllReady => (
             true,
@@ -336,8 +388,47 @@ async fn detected(
     result
 }
 
+/// Decrypts the secrets a server references and registers them with the redactor.
+/// Errors name secrets, never values: (reason, message) for `SecretsResolved=False`.
+pub(crate) fn resolve_secrets(
+    ctx: &Context,
+    desired: &DesiredState,
+) -> Result<Option<crate::secrets::Resolved>, (&'static str, String)> {
+    if desired.secrets.is_empty() {
+        return Ok(None);
+    }
+    let Some(identity) = &ctx.identity else {
+        return Err((
+            "NoIdentity",
+            format!(
+                "spec.secrets lists {} secret(s) but chom has no age identity to decrypt them (--age-identity, CHOM_AGE_IDENTITY or the systemd credential age-identity)",
+                desired.secrets.len()
+            ),
+        ));
+    };
+    let resolved = crate::secrets::resolve(
+        &ctx.layout.secrets,
+        &desired.name,
+        desired.secrets.iter().map(String::as_str),
+        identity,
+    )
+    .map_err(|e| ("SecretsUnreadable", format!("{e:#}")))?;
+    resolved.register_with(&ctx.redactor);
+    if !resolved.is_complete() {
+        return Err(("SecretMissing", resolved.problems()));
+    }
+    Ok(Some(resolved))
+}
+
 fn mark_reachable(status: &mut ObservedStatus, generation: u64, now: Timestamp) {
-    status.set_condition(types::REACHABLE, ConditionStatus::True, "Connected", "ssh login works", generation, now);
+    status.set_condition(
+        types::REACHABLE,
+        ConditionStatus::True,
+        "Connected",
+        "ssh login works",
+        generation,
+        now,
+    );
 }
 
 fn bool_status(ok: bool) -> ConditionStatus {
@@ -395,6 +486,7 @@ async fn apply_components(
     desired: &DesiredState,
     status: &mut ObservedStatus,
     deployment_id: &str,
+    secrets: Option<&crate::secrets::Resolved>,
 ) -> Applied {
     let mut drifted = Vec::new();
     let mut failure: Option<(String, String)> = None;
@@ -414,7 +506,7 @@ async fn apply_components(
                 continue;
             }
         };
-        let digest = component::digest(c, &script);
+        let digest = component::digest(c, &script, &desired.secret_versions);
         let previous = status.components.iter().find(|p| p.name == c.name);
         let plan = component::pending(
             previous,
@@ -438,7 +530,19 @@ async fn apply_components(
         } else {
             Mode::Apply
         };
-        let mut run = execute(ctx, target, desired, c, &script, mode, deployment_id).await;
+        let mut run = execute(
+            ctx,
+            target,
+            Run {
+                server: &desired.name,
+                component: c,
+                mode,
+                deployment_id,
+                secrets,
+            },
+            &script,
+        )
+        .await;
         if mode == Mode::Check
             && let Ok(out) = &run
             && out.exit == Exit::Status(CHECK_WOULD_CHANGE)
@@ -455,7 +559,19 @@ async fn apply_components(
                 continue;
             }
             mode = Mode::Apply;
-            run = execute(ctx, target, desired, c, &script, mode, deployment_id).await;
+            run = execute(
+                ctx,
+                target,
+                Run {
+                    server: &desired.name,
+                    component: c,
+                    mode,
+                    deployment_id,
+                    secrets,
+                },
+                &script,
+            )
+            .await;
         }
         let elapsed = started.elapsed().as_millis() as u64;
         let entry = match run {
@@ -521,7 +637,7 @@ async fn apply_components(
         upsert_component(status, entry);
     }
     for orphan in orphans {
-        handle_orphan(ctx, target, desired, status, orphan, deployment_id).await;
+        handle_orphan(ctx, target, desired, status, orphan, deployment_id, secrets).await;
     }
     status.components.sort_by_key(|s| {
         desired
@@ -555,6 +671,7 @@ async fn handle_orphan(
     status: &mut ObservedStatus,
     mut orphan: ComponentStatus,
     deployment_id: &str,
+    secrets: Option<&crate::secrets::Resolved>,
 ) {
     orphan.changed = false;
     orphan.state = ComponentState::Orphaned;
@@ -584,7 +701,20 @@ async fn handle_orphan(
         timeout: crate::desired::DEFAULT_COMPONENT_TIMEOUT,
         script_sha256: None,
     };
-    match execute(ctx, target, desired, &component, &script, Mode::Remove, deployment_id).await {
+    match execute(
+        ctx,
+        target,
+        Run {
+            server: &desired.name,
+            component: &component,
+            mode: Mode::Remove,
+            deployment_id,
+            secrets,
+        },
+        &script,
+    )
+    .await
+    {
         Ok(out) if out.success() => {
             info!(component = %orphan.name, "orphaned component removed (prune)");
             status.components.retain(|c| c.name != orphan.name);
@@ -617,21 +747,16 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
     }
 }
 
+/// Runs one component script over SSH (through `sudo -n` for non-root users), with
+/// its environment and secrets inside stdin and its deadline. The output is redacted
+/// here, before anyone can log or store it: the one chokepoint for remote output.
 pub(crate) async fn execute(
     ctx: &Context,
     target: &Target,
-    desired: &DesiredState,
-    c: &crate::desired::DesiredComponent,
+    run: Run<'_>,
     script: &[u8],
-    mode: Mode,
-    deployment_id: &str,
 ) -> Result<ExecOutput, crate::ssh::SshError> {
-    let run = Run {
-        server: &desired.name,
-        component: c,
-        mode,
-        deployment_id,
-    };
+    let c = run.component;
     let request = ExecRequest {
         command: "sh -s".to_owned(),
         stdin: component::stdin_for(run, script),
@@ -642,5 +767,10 @@ pub(crate) async fn execute(
         },
         sudo: true,
     };
-    ctx.transport.exec(target, request).await
+    let mut out = ctx.transport.exec(target, request).await?;
+    if !ctx.redactor.is_empty() {
+        out.stdout = ctx.redactor.redact(&String::from_utf8_lossy(&out.stdout)).into_bytes();
+        out.stderr = ctx.redactor.redact(&String::from_utf8_lossy(&out.stderr)).into_bytes();
+    }
+    Ok(out)
 }

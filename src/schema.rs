@@ -13,9 +13,15 @@ use crate::resource::{Role, Server};
 use crate::status::ServerStatus;
 
 /// The schema files chom publishes, by file name.
-pub const FILES: [&str; 3] = ["server.schema.json", "role.schema.json", "status.schema.json"];
+pub const FILES: [&str; 4] = [
+    "server.schema.json",
+    "role.schema.json",
+    "status.schema.json",
+    crate::secrets::SCHEMA_FILE,
+];
 
-fn generate<T: JsonSchema>() -> Value {
+/// The draft 2020-12 schema of a type, with documented unit enums as `enum`.
+pub fn generate<T: JsonSchema>() -> Value {
     let generator = SchemaSettings::draft2020_12().for_deserialize().into_generator();
     let mut value = generator.into_root_schema_for::<T>().to_value();
     consts_to_enums(&mut value);
@@ -63,7 +69,12 @@ pub fn status() -> Value {
 
 /// Every schema with the file name it is published under.
 pub fn all() -> Vec<(&'static str, Value)> {
-    vec![(FILES[0], server()), (FILES[1], role()), (FILES[2], status())]
+    vec![
+        (FILES[0], server()),
+        (FILES[1], role()),
+        (FILES[2], status()),
+        (FILES[3], crate::secrets::schema()),
+    ]
 }
 
 /// Pretty JSON with a trailing newline, as committed.

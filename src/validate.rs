@@ -40,6 +40,9 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// How many resource files were read.
     pub files: usize,
+    /// Secret names referenced by every Server file that parsed, valid or not, so
+    /// `chom secrets check` sees references from servers whose secrets are missing.
+    pub secret_references: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Report {
@@ -166,6 +169,15 @@ pub fn load(layout: &Layout, only: &[PathBuf]) -> Result<Report, FatalError> {
     rules::cross_file(&mut parsed, layout, &defined_secrets);
 
     let mut inventory = Inventory::default();
+    let mut secret_references = std::collections::BTreeMap::new();
+    for p in &parsed {
+        if let Some(Resource::Server(server)) = &p.resource {
+            secret_references.insert(
+                server.metadata.name.clone(),
+                server.spec.secrets.iter().map(|s| s.0.clone()).collect(),
+            );
+        }
+    }
     for p in &mut parsed {
         let clean = !p.diagnostics.iter().any(Diagnostic::is_error);
         diagnostics.append(&mut p.diagnostics);
@@ -208,6 +220,7 @@ pub fn load(layout: &Layout, only: &[PathBuf]) -> Result<Report, FatalError> {
         inventory,
         diagnostics,
         files: files.len(),
+        secret_references,
     })
 }
 

@@ -279,6 +279,34 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     let exit = daemon.terminate();
     assert!(exit.success(), "{exit:?}: {}", daemon.log());
     no_temp_files(&fleet.inventory());
+
+    // The audit trail saw every action that changed something or was refused.
+    let audit = std::fs::read_to_string(fleet.dir.path().join(".chom/audit.jsonl")).unwrap();
+    let actions: Vec<String> = audit
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for expected in [
+        "daemon.started",
+        "component.applied",
+        "daemon.refused",
+        "daemon.stopped",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    assert_eq!(
+        actions.iter().filter(|a| *a == "component.applied").count(),
+        3,
+        "one, two, web-2: {actions:?}"
+    );
 }
 
 #[test]

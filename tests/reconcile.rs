@@ -422,3 +422,104 @@ fn depends_on_orders_servers_within_one_pass() {
         "DependencyNotReady"
     );
 }
+
+impl Fleet {
+    fn chom(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("CHOM_AGE_IDENTITY")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// Every file under `dir`, recursively, as text.
+fn all_text(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.push_str(&all_text(&path));
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
+    const VALUE: &str = "s3cr3t-Value-'quoted'-42";
+    let fleet = Fleet::new();
+    let key = fleet.dir.path().join("age.key");
+    let keygen = fleet.chom(&["secrets", "keygen", "--out", key.to_str().unwrap()], "");
+    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    let set = fleet.chom(&["secrets", "set", "DB_PASSWORD"], VALUE);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+
+    let got = fleet.dir.path().join("got.txt");
+    std::fs::write(
+        fleet.dir.path().join("scripts/use-secret.sh"),
+        format!(
+            "printf '%s' \"$DB_PASSWORD\" > {got}\necho \"::chom:: warning connecting with $DB_PASSWORD\"\necho \"password was $DB_PASSWORD\" >&2\nexit 4\n",
+            got = got.display()
+        ),
+    )
+    .unwrap();
+    fleet.server(
+        "web-1",
+        "  secrets: [DB_PASSWORD]\n  components:\n    - name: use-secret\n",
+    );
+
+    // Without the identity nothing is deployed, and the status says why.
+    let run = fleet.reconcile(&[]);
+    assert_eq!(run.status.code(), Some(1));
+    let s = fleet.status("web-1");
+    assert_eq!(condition(&s, "SecretsResolved")["reason"], "NoIdentity");
+    assert!(!got.exists());
+
+    let run = fleet.chom(
+        &[
+            "reconcile",
+            "--known-hosts",
+            fleet.sshd.known_hosts.to_str().unwrap(),
+            "--age-identity",
+            key.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.status.code(), Some(1), "the script exits 4");
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        VALUE,
+        "delivered intact through stdin"
+    );
+    let s = fleet.status("web-1");
+    assert_eq!(condition(&s, "SecretsResolved")["status"], "True");
+    let failed = component(&s, "use-secret");
+    assert!(
+        failed["message"].as_str().unwrap().contains("password was [REDACTED]"),
+        "{failed}"
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!printed.contains(VALUE), "printed: {printed}");
+    std::fs::remove_file(&got).unwrap();
+    let everything = all_text(fleet.dir.path());
+    assert!(
+        !everything.contains(VALUE),
+        "a file under the tree holds the secret in plaintext"
+    );
+}

@@ -90,18 +90,16 @@ impl Tuning {
                 relist_every: self.relist_interval,
             },
             shutdown_timeout: self.shutdown_timeout,
+            identity: None,
         }
     }
 }
 
 /// Runs until stopped.
 pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
-        .unwrap_or_else(|| super::tree_base(&args.tree).join(".chom"));
-    let config = args.tuning.config(&args.tree, state_dir);
+    let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
+    let mut config = args.tuning.config(&args.tree, state_dir);
+    config.identity = super::load_identity(&args.ssh, true);
     let transport = Arc::new(args.ssh.transport());
     super::runtime()?.block_on(crate::daemon::run(config, transport))?;
     Ok(ExitCode::SUCCESS)

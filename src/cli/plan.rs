@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::{SshArgs, TreeArgs, table};
-use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Pending};
+use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Pending, Run};
 use crate::desired;
 use crate::reconcile::{self, Context};
 use crate::ssh::Exit;
@@ -62,12 +62,8 @@ struct Line {
 pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
     let layout = args.tree.layout();
-    let ctx = Context {
-        transport: Arc::new(args.ssh.transport()),
-        layout: layout.clone(),
-        base: super::tree_base(&args.tree),
-    };
-    let digests = Arc::new(desired::script_digests(&inventory, &layout));
+    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory);
+    let digests = Arc::new(desired::sources(&inventory, &layout));
     let inventory = Arc::new(inventory);
     let deployment_id = format!("plan-{}", reconcile::new_deployment_id());
     let runtime = super::runtime()?;
@@ -115,7 +111,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
 async fn plan_server(
     ctx: &Context,
     inventory: &crate::inventory::Inventory,
-    digests: &desired::ScriptDigests,
+    digests: &desired::Sources,
     name: &str,
     deployment_id: &str,
 ) -> Vec<Line> {
@@ -140,6 +136,7 @@ async fn plan_server(
         )];
     }
     let target = crate::detect::target_for(entry, &ctx.base);
+    let resolved = reconcile::resolve_secrets(ctx, &desired).map_err(|(_, why)| why);
     let mut lines = Vec::new();
     for c in &desired.components {
         let script = match std::fs::read(ctx.layout.script(&c.name)) {
@@ -154,7 +151,7 @@ async fn plan_server(
                 continue;
             }
         };
-        let digest = component::digest(c, &script);
+        let digest = component::digest(c, &script, &desired.secret_versions);
         let prev = previous
             .as_ref()
             .and_then(|p| p.components.iter().find(|x| x.name == c.name));
@@ -185,7 +182,21 @@ async fn plan_server(
                 "the last run did not succeed; will be applied".into(),
             )),
             Pending::CheckDue | Pending::InSync => {
-                let run = reconcile::execute(ctx, &target, &desired, c, &script, Mode::Check, deployment_id).await;
+                let secrets = match &resolved {
+                    Ok(r) => r.as_ref(),
+                    Err(why) => {
+                        lines.push(line(&c.name, Verdict::Error, "error", why.clone()));
+                        continue;
+                    }
+                };
+                let run = Run {
+                    server: &desired.name,
+                    component: c,
+                    mode: Mode::Check,
+                    deployment_id,
+                    secrets,
+                };
+                let run = reconcile::execute(ctx, &target, run, &script).await;
                 lines.push(match run {
                     Ok(out) if out.success() => line(&c.name, Verdict::InSync, "in sync", String::new()),
                     Ok(out) if out.exit == Exit::Status(CHECK_WOULD_CHANGE) => line(

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::{SshArgs, TreeArgs, table};
 use crate::desired;
-use crate::reconcile::{self, Context, Outcome};
+use crate::reconcile::{self, Outcome};
 use crate::status::{self, ReconcileResult, types};
 
 /// Reconcile servers once: detect, judge, apply components, write status.
@@ -37,11 +37,7 @@ pub struct ReconcileArgs {
 
 /// True when a dependency outside this pass is Ready, per its status file, at the
 /// generation of its current desired state.
-fn dependency_ready_on_disk(
-    inventory: &crate::inventory::Inventory,
-    digests: &desired::ScriptDigests,
-    dep: &str,
-) -> bool {
+fn dependency_ready_on_disk(inventory: &crate::inventory::Inventory, digests: &desired::Sources, dep: &str) -> bool {
     let Some(entry) = inventory.servers.get(dep) else {
         return false;
     };
@@ -74,12 +70,8 @@ fn waiting_for(dep: String, previous: Option<&status::ObservedStatus>, generatio
 pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
     let layout = args.tree.layout();
-    let ctx = Context {
-        transport: Arc::new(args.ssh.transport()),
-        layout: layout.clone(),
-        base: super::tree_base(&args.tree),
-    };
-    let digests = desired::script_digests(&inventory, &layout);
+    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory);
+    let digests = desired::sources(&inventory, &layout);
     let deployment_id = reconcile::new_deployment_id();
     let inventory = Arc::new(inventory);
     let runtime = super::runtime()?;

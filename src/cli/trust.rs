@@ -49,6 +49,9 @@ pub fn run(args: &TrustArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = super::runtime()?;
     let timeout = Duration::from_secs(args.ssh.connect_timeout.max(1));
+    let state_dir = super::state_dir(&args.tree, None);
+    let audit = crate::audit::Audit::open(&state_dir, &args.tree.inventory)
+        .with_context(|| format!("opening the audit trail in {}", state_dir.display()))?;
     let mut failed = false;
     for name in names {
         let Some(entry) = inventory.servers.get(&name) else {
@@ -103,6 +106,10 @@ pub fn run(args: &TrustArgs) -> anyhow::Result<ExitCode> {
         crate::ssh::known_hosts::append_entry(&record_to, host, port, &key)
             .with_context(|| format!("recording the key in {}", record_to.display()))?;
         println!("  recorded in {}", record_to.display());
+        audit.record(
+            "hostkey.trusted",
+            serde_json::json!({"server": name, "address": format!("{host}:{port}"), "fingerprint": shown, "file": record_to}),
+        );
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -122,7 +122,7 @@ impl Store {
     pub fn refresh(&mut self, report: &Report, layout: &crate::inventory::Layout) -> Changes {
         let mut changes = Changes::default();
         let inventory = &report.inventory;
-        let digests = desired::script_digests(inventory, layout);
+        let digests = desired::sources(inventory, layout);
         let mut errors_by_file: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
         for d in report.diagnostics.iter().filter(|d| d.is_error()) {
             errors_by_file.entry(d.file.clone()).or_default().push(finding_line(d));
