@@ -6,6 +6,7 @@ mod daemon;
 mod demo;
 mod detect;
 mod get;
+mod history;
 mod init;
 mod plan;
 mod reconcile;
@@ -74,6 +75,8 @@ pub enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Show servers and their status (kubectl-style).
     Get(get::GetArgs),
+    /// Show past deployments and hardware snapshots.
+    History(history::HistoryArgs),
     /// Show what a reconcile would change, without changing anything.
     Plan(plan::PlanArgs),
     /// Watch the inventory and keep every server reconciled.
@@ -282,6 +285,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust(args) => trust::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
         Command::Get(args) => get::run(&args),
+        Command::History(args) => history::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -104,6 +104,7 @@ pub fn lock(state_dir: &Path) -> Result<File, DaemonError> {
 
 struct Shared {
     audit: Audit,
+    history: Option<crate::history::History>,
     config: Config,
     ctx: Context,
     store: Mutex<Store>,
@@ -141,8 +142,16 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         identity: config.identity.clone(),
         redactor: crate::secrets::Redactor::new(),
     };
+    let history = match crate::history::History::open(&config.state_dir) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            error!(dir = %config.state_dir.display(), error = %e, "cannot keep deployment history; continuing without it");
+            None
+        }
+    };
     let shared = Arc::new(Shared {
         audit,
+        history,
         queue: Queue::new(config.queue.clone()),
         config: config.clone(),
         ctx,
@@ -336,6 +345,7 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         shared.queue.add_after(name.to_owned(), DEPENDENCY_RECHECK);
         return;
     }
+    let started_at = Timestamp::now();
     let outcome = reconcile::reconcile(
         &shared.ctx,
         &tracked.entry,
@@ -345,6 +355,7 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         &deployment_id,
     )
     .await;
+    record_history(shared, &tracked, &outcome, &deployment_id, started_at);
     let mut observed = outcome.status;
     for c in observed.components.iter().filter(|c| c.changed) {
         shared.audit.record(
@@ -383,6 +394,57 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         for dependent in waiting {
             shared.queue.add(dependent);
         }
+    }
+}
+
+/// A daemon pass is a deployment record when it changed something or failed; a quiet
+/// drift check is not. Hardware is snapshotted whenever it differs from the last one.
+fn record_history(
+    shared: &Arc<Shared>,
+    tracked: &store::Tracked,
+    outcome: &reconcile::Outcome,
+    deployment_id: &str,
+    started_at: Timestamp,
+) {
+    let Some(history) = &shared.history else { return };
+    let name = &tracked.desired.name;
+    if let Some(hw) = &outcome.status.hardware
+        && let Err(e) = history.snapshot_hardware(name, hw)
+    {
+        warn!(server = %name, error = %e, "cannot record the hardware snapshot");
+    }
+    let changed = outcome.status.components.iter().any(|c| c.changed);
+    if !changed && outcome.result != ReconcileResult::Failed {
+        return;
+    }
+    let finished = Timestamp::now();
+    let took = finished
+        .0
+        .duration_since(started_at.0)
+        .map_or(0, |d| d.as_millis() as u64);
+    let server = crate::history::server_record(
+        &tracked.desired,
+        tracked.generation,
+        &outcome.status,
+        outcome.result,
+        took,
+        outcome
+            .hardware_changes
+            .iter()
+            .map(|c| format!("hardware changed: {c}"))
+            .collect(),
+    );
+    let record = crate::history::Record {
+        id: deployment_id.to_owned(),
+        deployer: crate::audit::who(),
+        commit: crate::audit::git_commit(&shared.config.layout.inventory),
+        desired_hash: server.desired_hash.clone(),
+        started_at,
+        finished_at: finished,
+        servers: vec![server],
+    };
+    if let Err(e) = history.store(record) {
+        warn!(error = %e, "cannot store the deployment record");
     }
 }
 

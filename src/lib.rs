@@ -10,6 +10,7 @@ pub mod desired;
 pub mod detect;
 pub mod diag;
 pub mod facts;
+pub mod history;
 pub mod inventory;
 pub mod judge;
 pub mod queue;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use document::{Document, MAX_FILE_BYTES, Positions, escape_pointer_segment, parse as parse_document};
+pub use rules::is_password_like;
 
 use crate::diag::{self, Diagnostic, Position};
 use crate::inventory::{Inventory, Layout, RoleEntry, ServerEntry};

@@ -523,3 +523,40 @@ fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
         "a file under the tree holds the secret in plaintext"
     );
 }
+
+#[test]
+fn every_pass_is_recorded_in_history_with_what_changed() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    let spec = |version: &str, extra: &str| {
+        format!(
+            "  config: {{{extra}}}\n  components:\n    - name: file\n      version: \"{version}\"\n      config: {{path: {}, content: x}}\n",
+            out.display()
+        )
+    };
+    fleet.server("web-1", &spec("1", ""));
+    assert!(fleet.reconcile(&[]).status.success());
+    fleet.server("web-1", &spec("2", "smtp: {host: mail}"));
+    assert!(fleet.reconcile(&[]).status.success());
+    let history = fleet.chom(&["history", "-o", "json"], "");
+    let records: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let last = &records[1]["servers"][0];
+    let changes: Vec<&str> = last["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(changes.contains(&"component file version 1 → 2"), "{changes:?}");
+    assert!(
+        changes.iter().any(|c| c.starts_with("config keys added: smtp.host")),
+        "{changes:?}"
+    );
+    assert!(records[1]["deployer"].as_str().unwrap().contains('@'));
+    let hardware = fleet.chom(&["history", "web-1", "--hardware", "-o", "json"], "");
+    let snapshots: Vec<Value> = serde_json::from_slice(&hardware.stdout).unwrap();
+    assert_eq!(snapshots.len(), 1, "unchanged hardware is snapshotted once");
+    let table = fleet.chom(&["history"], "");
+    assert!(String::from_utf8_lossy(&table.stdout).contains("web-1"));
+}

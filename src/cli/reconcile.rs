@@ -66,6 +66,46 @@ fn waiting_for(dep: String, previous: Option<&status::ObservedStatus>, generatio
     }
 }
 
+type Row = (
+    String,
+    Outcome,
+    std::time::Duration,
+    Option<std::io::Error>,
+    crate::history::ServerRecord,
+);
+
+/// Stores the pass as one deployment record and the hardware seen as snapshots. A
+/// state directory that cannot be written is reported, not fatal: the servers were
+/// reconciled and their status files say so.
+fn record_history(tree: &super::TreeArgs, deployment_id: &str, rows: &[Row], started_at: status::Timestamp) {
+    let state_dir = super::state_dir(tree, None);
+    let history = match crate::history::History::open(&state_dir) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("warning: cannot record the deployment in {}: {e}", state_dir.display());
+            return;
+        }
+    };
+    for (name, outcome, ..) in rows {
+        if let Some(hw) = &outcome.status.hardware {
+            let _ = history.snapshot_hardware(name, hw);
+        }
+    }
+    let servers: Vec<crate::history::ServerRecord> = rows.iter().map(|r| r.4.clone()).collect();
+    let record = crate::history::Record {
+        id: deployment_id.to_owned(),
+        deployer: crate::audit::who(),
+        commit: crate::audit::git_commit(&tree.inventory),
+        desired_hash: crate::history::combined_hash(servers.iter().map(|s| s.desired_hash.as_str())),
+        started_at,
+        finished_at: status::Timestamp::now(),
+        servers,
+    };
+    if let Err(e) = history.store(record) {
+        eprintln!("warning: cannot record the deployment in {}: {e}", state_dir.display());
+    }
+}
+
 /// Runs the pass.
 pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
@@ -76,6 +116,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let inventory = Arc::new(inventory);
     let runtime = super::runtime()?;
     let started = Instant::now();
+    let started_at = status::Timestamp::now();
     let total = names.len();
     let progress = std::io::stderr().is_terminal();
 
@@ -139,7 +180,20 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                 let _ = tx.send(Some(outcome.status.is_ready_at(generation)));
                 let doc = status::document(&name, generation, &hash, outcome.status.clone());
                 let write_error = status::write_if_changed(&path, &doc).err();
-                Some((name, outcome, started.elapsed(), write_error))
+                let took = started.elapsed();
+                let record = crate::history::server_record(
+                    &desired,
+                    generation,
+                    &outcome.status,
+                    outcome.result,
+                    took.as_millis() as u64,
+                    outcome
+                        .hardware_changes
+                        .iter()
+                        .map(|c| format!("hardware changed: {c}"))
+                        .collect(),
+                );
+                Some((name, outcome, took, write_error, record))
             });
         }
         let mut rows = Vec::new();
@@ -160,33 +214,32 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     }
     let mut rows = rows;
     rows.sort_by(|a, b| a.0.cmp(&b.0));
+    record_history(&args.tree, &deployment_id, &rows, started_at);
     let mut failures = 0;
     let table_rows: Vec<Vec<String>> = rows
         .iter()
-        .map(
-            |(name, outcome, took, write_error): &(String, Outcome, std::time::Duration, Option<std::io::Error>)| {
-                let ready = outcome.status.condition(types::READY);
-                let suspended = ready.is_some_and(|c| c.reason == "Suspended");
-                if (outcome.result != ReconcileResult::Succeeded && !suspended) || write_error.is_some() {
-                    failures += 1;
-                }
-                let changed = outcome.status.components.iter().filter(|c| c.changed).count();
-                let mut message = ready
-                    .map(|c| c.message.lines().next().unwrap_or_default().to_owned())
-                    .unwrap_or_default();
-                if let Some(e) = write_error {
-                    message = format!("status not written: {e}");
-                }
-                vec![
-                    name.clone(),
-                    format!("{:?}", outcome.result),
-                    ready.map(|c| c.reason.clone()).unwrap_or_default(),
-                    changed.to_string(),
-                    format!("{:.1}s", took.as_secs_f64()),
-                    message,
-                ]
-            },
-        )
+        .map(|(name, outcome, took, write_error, _): &Row| {
+            let ready = outcome.status.condition(types::READY);
+            let suspended = ready.is_some_and(|c| c.reason == "Suspended");
+            if (outcome.result != ReconcileResult::Succeeded && !suspended) || write_error.is_some() {
+                failures += 1;
+            }
+            let changed = outcome.status.components.iter().filter(|c| c.changed).count();
+            let mut message = ready
+                .map(|c| c.message.lines().next().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            if let Some(e) = write_error {
+                message = format!("status not written: {e}");
+            }
+            vec![
+                name.clone(),
+                format!("{:?}", outcome.result),
+                ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                changed.to_string(),
+                format!("{:.1}s", took.as_secs_f64()),
+                message,
+            ]
+        })
         .collect();
     print!(
         "{}",
