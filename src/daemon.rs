@@ -44,6 +44,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The age identity for `secrets.d/`, when one is configured.
     pub identity: Option<Arc<crate::secrets::Identity>>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` switches them off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Errors that stop the daemon (per-server failures never do).
@@ -70,6 +72,15 @@ pub enum DaemonError {
     /// The watcher could not start.
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    /// The metrics address cannot be listened on.
+    #[error("cannot serve metrics on {addr}; pick another --metrics-addr or pass --metrics-addr off")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
@@ -103,6 +114,7 @@ pub fn lock(state_dir: &Path) -> Result<File, DaemonError> {
 }
 
 struct Shared {
+    metrics: Arc<crate::metrics::Metrics>,
     audit: Audit,
     history: Option<crate::history::History>,
     config: Config,
@@ -149,7 +161,17 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
             None
         }
     };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
         audit,
         history,
         queue: Queue::new(config.queue.clone()),
@@ -180,6 +202,16 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
                 crate::systemd::notify("WATCHDOG=1");
             }
         })
+    });
+
+    shared.metrics.set_ready();
+    let metrics_task = listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(addr = %addr, "serving /metrics, /healthz and /readyz");
+        }
+        let weak = Arc::downgrade(&shared);
+        let snapshot = Arc::new(move || weak.upgrade().map(|s| snapshot(&s)).unwrap_or_default());
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), snapshot))
     });
 
     let hard_stop = CancellationToken::new();
@@ -236,7 +268,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         while workers.join_next().await.is_some() {}
     }
     transport.close_all().await;
-    if let Some(task) = watchdog {
+    for task in [watchdog, metrics_task].into_iter().flatten() {
         task.abort();
     }
     shared
@@ -356,6 +388,17 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
     )
     .await;
     record_history(shared, &tracked, &outcome, &deployment_id, started_at);
+    let seconds = std::time::SystemTime::now()
+        .duration_since(started_at.0)
+        .map_or(0.0, |d| d.as_secs_f64());
+    shared.metrics.observe_reconcile(outcome.result, seconds);
+    for c in &outcome.status.components {
+        match c.state {
+            crate::status::ComponentState::Failed => shared.metrics.observe_component(&c.name, "failed"),
+            crate::status::ComponentState::Applied if c.changed => shared.metrics.observe_component(&c.name, "applied"),
+            _ => {}
+        }
+    }
     let mut observed = outcome.status;
     for c in observed.components.iter().filter(|c| c.changed) {
         shared.audit.record(
@@ -394,6 +437,29 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         for dependent in waiting {
             shared.queue.add(dependent);
         }
+    }
+}
+
+/// The gauges of one scrape.
+fn snapshot(shared: &Shared) -> crate::metrics::Snapshot {
+    let store = shared.store();
+    let servers = store
+        .servers
+        .values()
+        .map(|t| {
+            let ready = t
+                .observed
+                .condition(types::READY)
+                .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status));
+            let hw = t.observed.hardware.as_ref().map(|h| (h.cpu, h.memory_mb, h.disk_gb));
+            (t.desired.name.clone(), ready, hw)
+        })
+        .collect();
+    crate::metrics::Snapshot {
+        queue_depth: shared.queue.len() as i64,
+        active_workers: shared.queue.processing() as i64,
+        open_connections: shared.ctx.transport.open_connections() as i64,
+        servers,
     }
 }
 

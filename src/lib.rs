@@ -13,6 +13,7 @@ pub mod facts;
 pub mod history;
 pub mod inventory;
 pub mod judge;
+pub mod metrics;
 pub mod queue;
 pub mod reconcile;
 pub mod resource;

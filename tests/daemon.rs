@@ -128,7 +128,16 @@ impl Fleet {
                 "--known-hosts",
                 self.sshd.known_hosts.to_str().unwrap(),
             ])
-            .args(["--rate", "1000", "--burst", "1000", "--debounce", "100ms"])
+            .args([
+                "--rate",
+                "1000",
+                "--burst",
+                "1000",
+                "--debounce",
+                "100ms",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -148,6 +157,17 @@ impl Fleet {
             .ok()
             .map(|d| d.value)
     }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
 }
 
 fn rand_suffix() -> u32 {
@@ -261,6 +281,28 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     std::fs::remove_file(fleet.inventory().join("web-2.yaml")).unwrap();
     wait_for("web-2 status removed", &daemon, || !fleet.status_path("web-2").exists());
     assert!(daemon.log().contains("server removed from the inventory"));
+
+    // Metrics are served on the address the daemon logged.
+    let addr = daemon
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"] == "serving /metrics, /healthz and /readyz"
+                || v["fields"]["message"] == "serving /metrics, /healthz and /readyz"
+        })
+        .and_then(|v| v["addr"].as_str().or(v["fields"]["addr"].as_str()).map(str::to_owned))
+        .expect("the metrics address is logged");
+    let metrics = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("chom_reconcile_total{result=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("chom_server_detected_cpu{server=\"web-1\"}"),
+        "{metrics}"
+    );
+    assert!(http_get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
 
     // A second daemon on the same inventory refuses to start.
     let second = Command::new(env!("CARGO_BIN_EXE_chom"))

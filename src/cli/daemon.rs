@@ -31,6 +31,9 @@ pub struct DaemonArgs {
     /// the inventory, or $STATE_DIRECTORY under systemd].
     #[arg(long, value_name = "DIR", env = "CHOM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz; `off` disables them.
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR|off")]
+    pub metrics_addr: String,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -91,6 +94,7 @@ impl Tuning {
             },
             shutdown_timeout: self.shutdown_timeout,
             identity: None,
+            metrics_addr: None,
         }
     }
 }
@@ -100,6 +104,12 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
     let mut config = args.tuning.config(&args.tree, state_dir);
     config.identity = super::load_identity(&args.ssh, true);
+    config.metrics_addr = match args.metrics_addr.as_str() {
+        "off" | "" => None,
+        addr => Some(addr.parse().map_err(|_| {
+            anyhow::anyhow!("--metrics-addr {addr:?} is not an address such as 127.0.0.1:9477 (or off)")
+        })?),
+    };
     let transport = Arc::new(args.ssh.transport());
     super::runtime()?.block_on(crate::daemon::run(config, transport))?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,296 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text) and the small HTTP endpoint
+//! that serves them with `/healthz` and `/readyz`. Names follow controller-runtime's
+//! (`reconcile_total{result}`, `reconcile_time_seconds`, `workqueue_depth`, …) under a
+//! `chom_` prefix. It only counts and serves; it decides nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+type Labels = Vec<(String, String)>;
+
+/// Every metric chom exports.
+pub struct Metrics {
+    registry: Registry,
+    reconcile_total: Family<Labels, Counter>,
+    reconcile_time: Histogram,
+    component_applies: Family<Labels, Counter>,
+    /// Gauges refreshed at each scrape from the daemon's state.
+    queue_depth: Gauge,
+    active_workers: Gauge,
+    open_connections: Gauge,
+    servers: Family<Labels, Gauge>,
+    server_cpu: Family<Labels, Gauge>,
+    server_memory: Family<Labels, Gauge>,
+    server_disk: Family<Labels, Gauge>,
+    ready: AtomicBool,
+}
+
+/// What a scrape reads from the daemon at that moment.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Keys waiting in the work queue.
+    pub queue_depth: i64,
+    /// Reconciles in progress.
+    pub active_workers: i64,
+    /// Pooled SSH connections.
+    pub open_connections: i64,
+    /// Per server: name, Ready status (`True`/`False`/`Unknown`) and detected cpu,
+    /// memory (MB) and disk (GB) when known.
+    pub servers: Vec<ServerGauges>,
+}
+
+/// One server's row in a scrape: name, Ready status, and detected (cpu, memory MB,
+/// disk GB) when known.
+pub type ServerGauges = (String, String, Option<(u32, u64, u64)>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("chom");
+        let reconcile_total = Family::<Labels, Counter>::default();
+        registry.register(
+            "reconcile",
+            "Reconcile passes by result (success, error, blocked)",
+            reconcile_total.clone(),
+        );
+        // From 50 ms (a pass with nothing to run) to ~7 min (a slow package install).
+        let reconcile_time = Histogram::new([
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ]);
+        registry.register(
+            "reconcile_time_seconds",
+            "Duration of reconcile passes",
+            reconcile_time.clone(),
+        );
+        let component_applies = Family::<Labels, Counter>::default();
+        registry.register(
+            "component_applies",
+            "Component runs that applied or failed, by component and result",
+            component_applies.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "workqueue_depth",
+            "Servers waiting in the work queue",
+            queue_depth.clone(),
+        );
+        let active_workers = Gauge::default();
+        registry.register("active_workers", "Reconciles in progress", active_workers.clone());
+        let open_connections = Gauge::default();
+        registry.register(
+            "ssh_open_connections",
+            "Pooled SSH connections",
+            open_connections.clone(),
+        );
+        let servers = Family::<Labels, Gauge>::default();
+        registry.register(
+            "servers",
+            "Servers by the status of their Ready condition",
+            servers.clone(),
+        );
+        let server_cpu = Family::<Labels, Gauge>::default();
+        registry.register("server_detected_cpu", "Detected vCPUs per server", server_cpu.clone());
+        let server_memory = Family::<Labels, Gauge>::default();
+        registry.register(
+            "server_detected_memory_mb",
+            "Detected memory (MB) per server",
+            server_memory.clone(),
+        );
+        let server_disk = Family::<Labels, Gauge>::default();
+        registry.register(
+            "server_detected_disk_gb",
+            "Detected root disk (GB) per server",
+            server_disk.clone(),
+        );
+        Self {
+            registry,
+            reconcile_total,
+            reconcile_time,
+            component_applies,
+            queue_depth,
+            active_workers,
+            open_connections,
+            servers,
+            server_cpu,
+            server_memory,
+            server_disk,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one finished pass.
+    pub fn observe_reconcile(&self, result: crate::status::ReconcileResult, seconds: f64) {
+        let result = match result {
+            crate::status::ReconcileResult::Succeeded => "success",
+            crate::status::ReconcileResult::Failed => "error",
+            crate::status::ReconcileResult::Blocked => "blocked",
+        };
+        self.reconcile_total
+            .get_or_create(&vec![("result".to_owned(), result.to_owned())])
+            .inc();
+        self.reconcile_time.observe(seconds);
+    }
+
+    /// Counts one component run that changed something or failed.
+    pub fn observe_component(&self, component: &str, result: &str) {
+        let labels = vec![
+            ("component".to_owned(), component.to_owned()),
+            ("result".to_owned(), result.to_owned()),
+        ];
+        self.component_applies.get_or_create(&labels).inc();
+    }
+
+    /// Marks the daemon ready (after its first full listing) for `/readyz`.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// The exposition text for a scrape, after refreshing the gauges from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.queue_depth.set(snapshot.queue_depth);
+        self.active_workers.set(snapshot.active_workers);
+        self.open_connections.set(snapshot.open_connections);
+        self.servers.clear();
+        self.server_cpu.clear();
+        self.server_memory.clear();
+        self.server_disk.clear();
+        for (name, ready, hw) in &snapshot.servers {
+            let by_status = vec![
+                ("condition".to_owned(), "Ready".to_owned()),
+                ("status".to_owned(), ready.clone()),
+            ];
+            self.servers.get_or_create(&by_status).inc();
+            if let Some((cpu, mem, disk)) = hw {
+                let server = vec![("server".to_owned(), name.clone())];
+                self.server_cpu.get_or_create(&server).set(i64::from(*cpu));
+                self.server_memory
+                    .get_or_create(&server)
+                    .set(i64::try_from(*mem).unwrap_or(i64::MAX));
+                self.server_disk
+                    .get_or_create(&server)
+                    .set(i64::try_from(*disk).unwrap_or(i64::MAX));
+            }
+        }
+        let mut text = String::new();
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is
+/// dropped. `snapshot` is called once per scrape. Plain HTTP/1.1, one request per
+/// connection: Prometheus and health checkers need nothing more, and it keeps a web
+/// framework out of the dependency tree.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
+            let Ok(Ok(n)) = read else { return };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, content_type, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render(&snapshot()),
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if metrics.ready.load(Ordering::SeqCst) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "the first listing is not done yet\n".to_owned(),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_the_controller_runtime_style_names() {
+        let m = Metrics::new();
+        m.observe_reconcile(crate::status::ReconcileResult::Succeeded, 0.3);
+        m.observe_component("nginx", "applied");
+        let text = m.render(&Snapshot {
+            queue_depth: 3,
+            active_workers: 1,
+            open_connections: 2,
+            servers: vec![
+                ("web-1".into(), "True".into(), Some((2, 3931, 39))),
+                ("web-2".into(), "False".into(), None),
+            ],
+        });
+        for needle in [
+            "chom_reconcile_total{result=\"success\"} 1",
+            "chom_reconcile_time_seconds_count 1",
+            "chom_component_applies_total{component=\"nginx\",result=\"applied\"} 1",
+            "chom_workqueue_depth 3",
+            "chom_active_workers 1",
+            "chom_ssh_open_connections 2",
+            "chom_servers{condition=\"Ready\",status=\"True\"} 1",
+            "chom_server_detected_memory_mb{server=\"web-1\"} 3931",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_metrics_health_and_readiness() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let server = tokio::spawn(serve(listener, metrics.clone(), Arc::new(Snapshot::default)));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        metrics.set_ready();
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/metrics").await.contains("chom_workqueue_depth 0"));
+        server.abort();
+    }
+}
