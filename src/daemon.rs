@@ -193,7 +193,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         "daemon.started",
         serde_json::json!({"servers": servers, "pid": std::process::id()}),
     );
-    crate::systemd::notify(&format!("READY=1\nSTATUS=watching {servers} server(s)"));
+    crate::systemd::notify(&format!("READY=1\nSTATUS=0/{servers} servers ready"));
     let watchdog = crate::systemd::watchdog_interval().map(|period| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -425,6 +425,20 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
     }
     let ready = observed.is_ready_at(tracked.generation);
     store_and_write(shared, name, &tracked, observed);
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let (ready_count, total) = {
+            let store = shared.store();
+            (
+                store
+                    .servers
+                    .values()
+                    .filter(|t| t.observed.is_ready_at(t.generation))
+                    .count(),
+                store.servers.len(),
+            )
+        };
+        crate::systemd::notify(&format!("STATUS={ready_count}/{total} servers ready"));
+    }
     if ready {
         // Servers waiting for this one need not wait for their next 30 s re-check.
         let waiting: Vec<String> = shared
