@@ -52,16 +52,7 @@ pub fn flat_config(config: &serde_json::Map<String, Value>) -> Vec<(String, Stri
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let key: String = k
-                        .chars()
-                        .map(|c| {
-                            if c.is_ascii_alphanumeric() {
-                                c.to_ascii_uppercase()
-                            } else {
-                                '_'
-                            }
-                        })
-                        .collect();
+                    let key = crate::resource::shell_name(k);
                     walk(&format!("{prefix}_{key}"), v, out);
                 }
             }

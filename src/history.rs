@@ -265,7 +265,7 @@ impl History {
         // Ids start with a UTC timestamp, so names sort by time.
         let path = self.dir.join(format!("{}.json", record.id));
         let bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        write_atomic(&path, &bytes)?;
+        crate::atomic::write(&path, &bytes, 0o640)?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .flatten()
             .map(|e| e.path())
@@ -311,19 +311,6 @@ impl History {
             })
             .collect()
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".chom-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A hash over the desired states of a set of servers (for the record header).

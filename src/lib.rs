@@ -2,6 +2,7 @@
 //! of YAML resources. The library holds all logic; `main.rs` only parses the command
 //! line and maps errors to exit codes.
 
+pub mod atomic;
 pub mod audit;
 pub mod cli;
 pub mod component;

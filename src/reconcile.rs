@@ -540,19 +540,14 @@ async fn apply_components(
         } else {
             Mode::Apply
         };
-        let mut run = execute(
-            ctx,
-            target,
-            Run {
-                server: &desired.name,
-                component: c,
-                mode,
-                deployment_id,
-                secrets,
-            },
-            &script,
-        )
-        .await;
+        let run_of = |mode| Run {
+            server: &desired.name,
+            component: c,
+            mode,
+            deployment_id,
+            secrets,
+        };
+        let mut run = execute(ctx, target, run_of(mode), &script).await;
         if mode == Mode::Check
             && let Ok(out) = &run
             && out.exit == Exit::Status(CHECK_WOULD_CHANGE)
@@ -569,19 +564,7 @@ async fn apply_components(
                 continue;
             }
             mode = Mode::Apply;
-            run = execute(
-                ctx,
-                target,
-                Run {
-                    server: &desired.name,
-                    component: c,
-                    mode,
-                    deployment_id,
-                    secrets,
-                },
-                &script,
-            )
-            .await;
+            run = execute(ctx, target, run_of(mode), &script).await;
         }
         let elapsed = started.elapsed().as_millis() as u64;
         let entry = match run {

@@ -352,6 +352,20 @@ impl JsonSchema for DurationSpec {
     }
 }
 
+/// Upper-cases `text` and turns every character a shell variable name cannot hold into
+/// `_` (`smtp-password` → `SMTP_PASSWORD`). Shared by config variables and secret names.
+pub fn shell_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// True when `name` is an RFC 1123 label (lower-case alphanumerics and `-`, at most 63).
 pub fn is_rfc1123_label(name: &str) -> bool {
     let bytes = name.as_bytes();

@@ -209,27 +209,12 @@ pub fn render(status: &ServerStatus) -> Result<String, serde_saphyr::SerializeEr
 /// the same folder, fsync, rename, then fsync of the folder, so a crash or a full disk
 /// leaves either the old file or the new one, never a torn one. Returns whether it wrote.
 pub fn write_if_changed(path: &std::path::Path, status: &ServerStatus) -> std::io::Result<bool> {
-    use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt as _;
     let text = render(status).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(false);
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    // A hidden temp name: the watcher and the validator both skip hidden files.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".chom-status-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    // tempfile creates files 0600; status files are meant to be read by other tools.
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    // Status files are meant to be read by other tools, hence 0644.
+    crate::atomic::write(path, text.as_bytes(), 0o644)?;
     Ok(true)
 }
 

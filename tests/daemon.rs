@@ -201,7 +201,7 @@ fn no_temp_files(dir: &Path) {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".chom-status-"))
+        .filter(|n| n.starts_with(".chom-"))
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }

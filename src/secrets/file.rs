@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use saphyr::{LoadableYamlNode as _, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
@@ -446,19 +444,7 @@ pub(super) fn write(dir: &Path, scope: &Scope, set: &SecretSet) -> Result<(), Se
 /// files), fsync, the mode set before the rename (tempfile creates 0600), rename, and an
 /// fsync of the folder so the rename survives a crash.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".chom-secrets-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    crate::atomic::write(path, bytes, mode)
 }
 
 /// An exclusive lock on the `secrets.d/` folder itself (flock on its descriptor), held for a
@@ -577,6 +563,7 @@ mod tests {
         let set = SecretSet::new(&Scope::Common);
         write(dir.path(), &Scope::Common, &set).unwrap();
         let path = dir.path().join("common.yaml");
+        use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

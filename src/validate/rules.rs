@@ -187,16 +187,7 @@ fn secret_name_for(pointer: &str) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join("_");
-    let mut name: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name = crate::resource::shell_name(&key);
     if !name.starts_with(|c: char| c.is_ascii_uppercase()) {
         name.insert_str(0, "SECRET_");
     }
