@@ -7,6 +7,7 @@ mod demo;
 mod detect;
 mod get;
 mod history;
+mod import_legacy;
 mod init;
 mod plan;
 mod reconcile;
@@ -85,6 +86,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Manage the age-encrypted secrets in secrets.d/ (values never on argv or in logs).
     Secrets(secrets::SecretsArgs),
+    /// Convert the Bash deployer's configs/inventory.yaml into inventory.d/ and secrets.d/.
+    ImportLegacy(import_legacy::ImportLegacyArgs),
 }
 
 /// Where the inventory is, shared by every subcommand that reads it.
@@ -290,6 +293,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Secrets(args) => secrets::run(&args, || secret_references(&args.dir)),
+        Command::ImportLegacy(args) => import_legacy::run(&args),
     }
 }
 
