@@ -11,6 +11,7 @@ mod import_legacy;
 mod init;
 mod plan;
 mod reconcile;
+mod rollback;
 mod schema;
 mod secrets;
 mod table;
@@ -78,6 +79,10 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show past deployments and hardware snapshots.
     History(history::HistoryArgs),
+    /// Re-apply an earlier deployment's component versions and pin the server there.
+    Rollback(rollback::RollbackArgs),
+    /// Release a server pinned by `chom rollback`.
+    Resume(rollback::ResumeArgs),
     /// Show what a reconcile would change, without changing anything.
     Plan(plan::PlanArgs),
     /// Watch the inventory and keep every server reconciled.
@@ -289,6 +294,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => reconcile::run(&args),
         Command::Get(args) => get::run(&args),
         Command::History(args) => history::run(&args),
+        Command::Rollback(args) => rollback::run(&args),
+        Command::Resume(args) => rollback::resume(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -362,6 +362,27 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         return;
     };
     let deployment_id = reconcile::new_deployment_id();
+    match crate::pin::check(&shared.config.state_dir, name, &tracked.hash) {
+        crate::pin::PinState::Pinned(pin) => {
+            // Rolled back: leave it alone; look again at the interval (or on SIGHUP)
+            // in case `chom resume` released it.
+            let mut t = tracked.clone();
+            crate::pin::mark(&mut t.observed, &pin, t.generation);
+            store_and_write(shared, name, &t, t.observed.clone());
+            shared
+                .queue
+                .add_after_jittered(name.to_owned(), tracked.desired.interval, 0.1);
+            return;
+        }
+        crate::pin::PinState::Released(pin) => {
+            info!(server = %name, deployment = %pin.deployment, "desired state changed: rollback pin released");
+            shared.audit.record(
+                "pin.released",
+                serde_json::json!({"server": name, "deployment": pin.deployment}),
+            );
+        }
+        crate::pin::PinState::None => {}
+    }
     if let Some(waiting) = unready_dependency(shared, &tracked.desired.depends_on) {
         let mut t = tracked.clone();
         t.observed.set_condition(

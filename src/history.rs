@@ -87,6 +87,13 @@ pub struct ComponentRecord {
     /// Milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Object id (SHA-256) of the script applied, kept in `objects/` for rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// Object id of the merged config applied (never holds secret values: secrets are
+    /// not part of config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 /// Dotted names of every leaf of a config.
@@ -148,6 +155,8 @@ pub fn server_record(
             digest: c.applied_digest.clone(),
             changed: c.changed,
             duration_ms: c.duration_ms,
+            script: None,
+            config: None,
         })
         .collect();
     ServerRecord {
@@ -216,6 +225,7 @@ fn join(items: &[&String]) -> String {
 pub struct History {
     dir: PathBuf,
     hardware_dir: PathBuf,
+    objects_dir: PathBuf,
 }
 
 impl History {
@@ -223,9 +233,56 @@ impl History {
     pub fn open(state_dir: &Path) -> std::io::Result<Self> {
         let dir = state_dir.join("history");
         let hardware_dir = state_dir.join("hardware");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::create_dir_all(&hardware_dir)?;
-        Ok(Self { dir, hardware_dir })
+        let objects_dir = state_dir.join("objects");
+        for d in [&dir, &hardware_dir, &objects_dir] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(Self {
+            dir,
+            hardware_dir,
+            objects_dir,
+        })
+    }
+
+    /// Keeps `bytes` content-addressed and returns its id (hex SHA-256). Writing the
+    /// same content twice costs one stat.
+    pub fn put_object(&self, bytes: &[u8]) -> std::io::Result<String> {
+        use sha2::{Digest as _, Sha256};
+        let id = crate::desired::hex(&Sha256::digest(bytes));
+        let path = self.objects_dir.join(&id);
+        if !path.exists() {
+            crate::atomic::write(&path, bytes, 0o640)?;
+        }
+        Ok(id)
+    }
+
+    /// The content of an object.
+    pub fn object(&self, id: &str) -> std::io::Result<Vec<u8>> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad object id {id:?}"),
+            ));
+        }
+        std::fs::read(self.objects_dir.join(id))
+    }
+
+    /// Stores the scripts and merged configs of a server's applied components as
+    /// objects and notes their ids in the record, so `chom rollback` can re-apply them.
+    pub fn keep_objects(&self, record: &mut ServerRecord, desired: &DesiredState, layout: &crate::inventory::Layout) {
+        for c in &mut record.components {
+            if c.state != "Applied" {
+                continue;
+            }
+            let Some(d) = desired.components.iter().find(|d| d.name == c.name) else {
+                continue;
+            };
+            if let Ok(script) = std::fs::read(layout.script(&c.name)) {
+                c.script = self.put_object(&script).ok();
+            }
+            let config = Value::Object(d.config.clone()).to_string();
+            c.config = self.put_object(config.as_bytes()).ok();
+        }
     }
 
     /// All records, oldest first.
@@ -351,6 +408,8 @@ mod tests {
                     digest: Some(format!("d-{version}")),
                     changed: true,
                     duration_ms: Some(3),
+                    script: None,
+                    config: None,
                 }],
                 config_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
                 changes: Vec::new(),

@@ -15,6 +15,7 @@ pub mod history;
 pub mod inventory;
 pub mod judge;
 pub mod metrics;
+pub mod pin;
 pub mod queue;
 pub mod reconcile;
 pub mod resource;

@@ -99,6 +99,8 @@ async fn run_pass(
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.remove_condition(types::RECONCILING);
+    // A pass runs only when no rollback pin holds the server.
+    status.remove_condition("Pinned");
     let mut hardware_changes = Vec::new();
 
     let result = if desired.suspend {

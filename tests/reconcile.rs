@@ -560,3 +560,57 @@ fn every_pass_is_recorded_in_history_with_what_changed() {
     let table = fleet.chom(&["history"], "");
     assert!(String::from_utf8_lossy(&table.stdout).contains("web-1"));
 }
+
+#[test]
+fn rollback_reapplies_the_previous_script_and_pins_until_resume() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    let script = |v: &str| format!("printf '{v}' > \"$CHOM_CFG_PATH\"\necho '::chom:: changed'\n");
+    std::fs::write(fleet.dir.path().join("scripts/app.sh"), script("v1")).unwrap();
+    fleet.server(
+        "web-1",
+        &format!(
+            "  components:\n    - name: app\n      config: {{path: {}}}\n",
+            out.display()
+        ),
+    );
+    assert!(fleet.reconcile(&[]).status.success());
+    std::fs::write(fleet.dir.path().join("scripts/app.sh"), script("v2")).unwrap();
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "v2");
+
+    let kh = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+    let rollback = fleet.chom(&["rollback", "--known-hosts", &kh, "web-1"], "");
+    assert!(
+        rollback.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&rollback.stdout),
+        String::from_utf8_lossy(&rollback.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "v1",
+        "the previous script ran on the server"
+    );
+    let s = fleet.status("web-1");
+    assert_eq!(condition(&s, "Pinned")["status"], "True");
+    assert_eq!(condition(&s, "Ready")["reason"], "Pinned");
+
+    let pinned = fleet.reconcile(&[]);
+    assert!(pinned.status.success(), "a pinned server is not a failure");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "v1", "the pin holds");
+
+    assert!(fleet.chom(&["resume", "web-1"], "").status.success());
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "v2",
+        "released: the current script is applied again"
+    );
+    assert!(condition(&fleet.status("web-1"), "Pinned").is_null());
+    let audit = std::fs::read_to_string(fleet.dir.path().join(".chom/audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"action\":\"rollback\"") && audit.contains("\"action\":\"resume\""),
+        "{audit}"
+    );
+}

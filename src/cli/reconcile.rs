@@ -117,6 +117,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime()?;
     let started = Instant::now();
     let started_at = status::Timestamp::now();
+    let state_dir = super::state_dir(&args.tree, None);
     let total = names.len();
     let progress = std::io::stderr().is_terminal();
 
@@ -137,6 +138,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             let (ctx, inventory, limit, deployment_id) =
                 (ctx.clone(), inventory.clone(), limit.clone(), deployment_id.clone());
             let (digests, done_rx) = (digests.clone(), done_rx.clone());
+            let (state_dir, layout) = (state_dir.clone(), layout.clone());
             let Some(tx) = done_tx.remove(&name) else { continue };
             tasks.spawn(async move {
                 let entry = inventory.servers.get(&name)?;
@@ -163,6 +165,27 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                 }
                 let _permit = limit.acquire_owned().await.ok()?;
                 let started = Instant::now();
+                if let crate::pin::PinState::Pinned(pin) = crate::pin::check(&state_dir, &name, &hash) {
+                    let mut observed = previous.as_ref().map(|p| p.status.clone()).unwrap_or_default();
+                    crate::pin::mark(&mut observed, &pin, generation);
+                    let outcome = Outcome {
+                        status: observed,
+                        result: ReconcileResult::Blocked,
+                        hardware_changes: Vec::new(),
+                    };
+                    let _ = tx.send(Some(false));
+                    let doc = status::document(&name, generation, &hash, outcome.status.clone());
+                    let write_error = status::write_if_changed(&path, &doc).err();
+                    let record = crate::history::server_record(
+                        &desired,
+                        generation,
+                        &outcome.status,
+                        outcome.result,
+                        0,
+                        Vec::new(),
+                    );
+                    return Some((name, outcome, started.elapsed(), write_error, record));
+                }
                 let outcome = match unready {
                     Some(dep) => waiting_for(dep, previous.as_ref().map(|p| &p.status), generation),
                     None => {
@@ -181,18 +204,22 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                 let doc = status::document(&name, generation, &hash, outcome.status.clone());
                 let write_error = status::write_if_changed(&path, &doc).err();
                 let took = started.elapsed();
-                let record = crate::history::server_record(
+                let changes = outcome
+                    .hardware_changes
+                    .iter()
+                    .map(|c| format!("hardware changed: {c}"))
+                    .collect();
+                let mut record = crate::history::server_record(
                     &desired,
                     generation,
                     &outcome.status,
                     outcome.result,
                     took.as_millis() as u64,
-                    outcome
-                        .hardware_changes
-                        .iter()
-                        .map(|c| format!("hardware changed: {c}"))
-                        .collect(),
+                    changes,
                 );
+                if let Ok(history) = crate::history::History::open(&state_dir) {
+                    history.keep_objects(&mut record, &desired, &layout);
+                }
                 Some((name, outcome, took, write_error, record))
             });
         }
@@ -220,7 +247,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(name, outcome, took, write_error, _): &Row| {
             let ready = outcome.status.condition(types::READY);
-            let suspended = ready.is_some_and(|c| c.reason == "Suspended");
+            let suspended = ready.is_some_and(|c| c.reason == "Suspended" || c.reason == "Pinned");
             if (outcome.result != ReconcileResult::Succeeded && !suspended) || write_error.is_some() {
                 failures += 1;
             }
