@@ -46,6 +46,8 @@ pub struct Config {
     pub identity: Option<Arc<crate::secrets::Identity>>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` switches them off.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The servers this daemon owns (`--shard K/N`).
+    pub shard: crate::shard::Shard,
 }
 
 /// Errors that stop the daemon (per-server failures never do).
@@ -87,13 +89,18 @@ pub enum DaemonError {
 }
 
 /// Takes the daemon lock in the state directory; held until the returned file drops.
-pub fn lock(state_dir: &Path) -> Result<File, DaemonError> {
+pub fn lock(state_dir: &Path, shard: crate::shard::Shard) -> Result<File, DaemonError> {
     let io = |source| DaemonError::StateDir {
         path: state_dir.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(io)?;
-    let path = state_dir.join("daemon.lock");
+    // Each shard takes its own lock, so N daemons share one checkout and state dir.
+    let path = if shard.count > 1 {
+        state_dir.join(format!("daemon-{}.lock", shard.tag()))
+    } else {
+        state_dir.join("daemon.lock")
+    };
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -136,7 +143,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         path: config.state_dir.clone(),
         source,
     })?;
-    let _lock = match lock(&config.state_dir) {
+    let _lock = match lock(&config.state_dir, config.shard) {
         Err(e @ DaemonError::Locked { .. }) => {
             audit.record("daemon.refused", serde_json::json!({"reason": e.to_string()}));
             return Err(e);
@@ -188,7 +195,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     let (watcher, mut changes) = Watcher::start(&paths, config.watch)?;
     refresh(&shared).await?;
     let servers = shared.store().servers.len();
-    info!(servers, workers = config.workers, "daemon started");
+    info!(servers, workers = config.workers, shard = %config.shard, "daemon started");
     shared.audit.record(
         "daemon.started",
         serde_json::json!({"servers": servers, "pid": std::process::id()}),
@@ -288,7 +295,12 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
             path: shared.config.state_dir.clone(),
             source: std::io::Error::other(e),
         })??;
-    let changes: Changes = shared.store().refresh(&report, &shared.config.layout);
+    let mut report = report;
+    let shard = shared.config.shard;
+    // Servers of other shards are another daemon's: not tracked, never written.
+    report.inventory.servers.retain(|name, _| shard.owns(name));
+    let mut changes: Changes = shared.store().refresh(&report, &shared.config.layout);
+    changes.never_valid.retain(|(_, name, _)| shard.owns(name));
     for t in &changes.removed {
         info!(server = %t.desired.name, file = %t.entry.path.display(), "server removed from the inventory");
         shared.queue.remove(&t.desired.name);

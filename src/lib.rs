@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod resource;
 pub mod schema;
 pub mod secrets;
+pub mod shard;
 pub mod ssh;
 pub mod status;
 pub mod systemd;

@@ -422,3 +422,41 @@ fn sigterm_during_a_slow_reconcile_lets_it_finish_and_exits_cleanly() {
     assert_eq!(condition(&s, "Ready")["status"], "True");
     no_temp_files(&fleet.inventory());
 }
+
+#[test]
+fn three_shards_partition_the_fleet_and_each_takes_its_own_lock() {
+    let fleet = Fleet::new();
+    for i in 0..30 {
+        let name = format!("s-{i:02}");
+        std::fs::write(
+            fleet.inventory().join(format!("{name}.yaml")),
+            fleet.server_text(&name, "  suspend: true\n"),
+        )
+        .unwrap();
+    }
+    let daemons: Vec<Daemon> = (0..3).map(|k| fleet.daemon(&["--shard", &format!("{k}/3")])).collect();
+    let total = || daemons.iter().map(|d| d.reconciles().len()).sum::<usize>();
+    wait_for("30 servers reconciled across the shards", &daemons[0], || total() == 30);
+    let owner = |name: &str| -> Vec<usize> { (0..3).filter(|k| daemons[*k].reconciles().contains_key(name)).collect() };
+    for i in 0..30 {
+        let name = format!("s-{i:02}");
+        assert_eq!(owner(&name).len(), 1, "{name} reconciled by {:?}", owner(&name));
+        assert!(fleet.status(&name).is_some());
+    }
+    let before: Vec<Vec<usize>> = (0..30).map(|i| owner(&format!("s-{i:02}"))).collect();
+    fleet.write("s-new", &fleet.server_text("s-new", "  suspend: true\n"));
+    wait_for("the new server reconciled by one shard", &daemons[0], || {
+        owner("s-new").len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<Vec<usize>> = (0..30).map(|i| owner(&format!("s-{i:02}"))).collect();
+    assert_eq!(before, after, "no other server moved");
+    assert_eq!(
+        daemons
+            .iter()
+            .map(|d| d.reconciles().values().sum::<usize>())
+            .sum::<usize>(),
+        31,
+        "nothing reconciled twice"
+    );
+}

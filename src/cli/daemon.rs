@@ -31,6 +31,10 @@ pub struct DaemonArgs {
     /// the inventory, or $STATE_DIRECTORY under systemd].
     #[arg(long, value_name = "DIR", env = "CHOM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Reconcile only shard K of N (0-based, by a stable hash of the server name), so N
+    /// daemons on N control hosts can share one checkout. Each takes its own lock.
+    #[arg(long, default_value = "0/1", value_name = "K/N")]
+    pub shard: crate::shard::Shard,
     /// Where to serve /metrics (Prometheus), /healthz and /readyz; `off` disables them.
     #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR|off")]
     pub metrics_addr: String,
@@ -95,6 +99,7 @@ impl Tuning {
             shutdown_timeout: self.shutdown_timeout,
             identity: None,
             metrics_addr: None,
+            shard: crate::shard::Shard::ALL,
         }
     }
 }
@@ -104,6 +109,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
     let mut config = args.tuning.config(&args.tree, state_dir);
     config.identity = super::load_identity(&args.ssh, true);
+    config.shard = args.shard;
     config.metrics_addr = match args.metrics_addr.as_str() {
         "off" | "" => None,
         addr => Some(addr.parse().map_err(|_| {
