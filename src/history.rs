@@ -420,6 +420,23 @@ mod tests {
     }
 
     #[test]
+    fn a_resized_server_shows_up_as_a_dated_hardware_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::open(dir.path()).unwrap();
+        let text = include_str!("../tests/fixtures/facts/debian-12-kvm.txt");
+        let mut hw = crate::facts::parse_probe(text).unwrap();
+        assert!(history.snapshot_hardware("web-1", &hw).unwrap());
+        hw.disk_free_gb += 1;
+        assert!(!history.snapshot_hardware("web-1", &hw).unwrap(), "free space is not hardware");
+        hw.memory_mb *= 2;
+        assert!(history.snapshot_hardware("web-1", &hw).unwrap(), "a resize is recorded");
+        let snapshots = history.hardware("web-1");
+        assert_eq!(snapshots.len(), 2);
+        assert_eq!(snapshots[1].1.memory_mb, snapshots[0].1.memory_mb * 2);
+        assert!(Timestamp::parse(&snapshots[1].0).is_some());
+    }
+
+    #[test]
     fn records_say_what_changed_and_only_the_last_ones_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let history = History::open(dir.path()).unwrap();
