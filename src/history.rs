@@ -427,7 +427,10 @@ mod tests {
         let mut hw = crate::facts::parse_probe(text).unwrap();
         assert!(history.snapshot_hardware("web-1", &hw).unwrap());
         hw.disk_free_gb += 1;
-        assert!(!history.snapshot_hardware("web-1", &hw).unwrap(), "free space is not hardware");
+        assert!(
+            !history.snapshot_hardware("web-1", &hw).unwrap(),
+            "free space is not hardware"
+        );
         hw.memory_mb *= 2;
         assert!(history.snapshot_hardware("web-1", &hw).unwrap(), "a resize is recorded");
         let snapshots = history.hardware("web-1");
