@@ -253,11 +253,24 @@ fn parse_one(path: &Path) -> Parsed {
     match document::read(path) {
         Ok((_, doc)) => {
             check_document(path, &doc, &mut parsed);
+            // Only positions outlive the per-file stage, and only those the cross-file
+            // rules point at: the JSON value and the other positions are dropped here.
+            let mut doc = doc;
+            doc.value = Value::Null;
+            doc.positions.prune(is_cross_file_pointer);
             parsed.doc = Some(doc);
         }
         Err(d) => parsed.diagnostics.push(d),
     }
     parsed
+}
+
+/// Pointers the cross-file rules report at.
+fn is_cross_file_pointer(pointer: &str) -> bool {
+    matches!(pointer, "" | "/metadata/name" | "/spec/role" | "/spec/address")
+        || pointer.starts_with("/spec/dependsOn/")
+        || pointer.starts_with("/spec/secrets/")
+        || (pointer.starts_with("/spec/components/") && pointer.ends_with("/name"))
 }
 
 fn check_document(path: &Path, doc: &Document, parsed: &mut Parsed) {

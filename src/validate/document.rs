@@ -58,6 +58,15 @@ impl Positions {
         }
     }
 
+    /// Keeps only the positions `keep` accepts. The cross-file rules need a handful of
+    /// pointers per file; dropping the rest keeps a 10,000-file validation small.
+    pub fn prune(&mut self, keep: impl Fn(&str) -> bool) {
+        self.values.retain(|k, _| keep(k));
+        self.keys.retain(|k, _| keep(k));
+        self.values.shrink_to_fit();
+        self.keys.shrink_to_fit();
+    }
+
     fn nearest(&self, pointer: &str, map: &HashMap<String, Position>) -> Position {
         let mut current = pointer;
         loop {
