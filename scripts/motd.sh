@@ -8,7 +8,8 @@ set -eu
 
 server=${CHOM_SERVER:-$(hostname)}
 role=$(printf '%s' "${CHOM_CFG_ROLE:-}" | tr -d '\n')
-target=/etc/motd
+# CHOM_CFG_MOTD_PATH moves the banner elsewhere (chom demo uses its own folder).
+target=${CHOM_CFG_MOTD_PATH:-/etc/motd}
 
 if [ -n "$role" ]; then
     wanted="This server ($server, role $role) is managed by chom. Local changes may be overwritten."

@@ -214,14 +214,18 @@ fn write_tree(root: &Path, port: u16, client_key: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("secrets.d"))?;
     std::fs::create_dir_all(root.join("out"))?;
     std::fs::write(root.join("scripts/demo-file.sh"), COMPONENT)?;
-    std::fs::write(
-        inventory.join("roles/observability.yaml"),
-        include_str!("../../inventory.d/roles/observability.yaml"),
-    )?;
-    std::fs::write(
-        inventory.join("roles/vpsmanager.yaml"),
-        include_str!("../../inventory.d/roles/vpsmanager.yaml"),
-    )?;
+    std::fs::write(root.join("scripts/motd.sh"), include_str!("../../scripts/motd.sh"))?;
+    // The example Roles' minimums, with only the components that need no internet and
+    // write only inside the demo folder: the service scripts (nginx, prometheus, …)
+    // install packages and would change this machine.
+    for (role, cpu, mem, disk) in [("observability", 1, 2048, 20), ("vpsmanager", 2, 4096, 40)] {
+        std::fs::write(
+            inventory.join(format!("roles/{role}.yaml")),
+            format!(
+                "apiVersion: chom.dev/v1\nkind: Role\nmetadata:\n  name: {role}\nspec:\n  requirements: {{minCpu: {cpu}, minMemoryMb: {mem}, minDiskGb: {disk}}}\n  components:\n    - name: motd\n  config:\n    role: {role}\n"
+            ),
+        )?;
+    }
     let user = Command::new("id")
         .arg("-un")
         .output()
@@ -236,9 +240,10 @@ fn write_tree(root: &Path, port: u16, client_key: &Path) -> anyhow::Result<()> {
         std::fs::write(
             inventory.join(format!("{name}.yaml")),
             format!(
-                "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: {name}\n  labels: {{env: demo}}\nspec:\n  address: {address}\n  ssh:\n    user: {user}\n    port: {port}\n    identityFile: {key}\n  role: {role}\n  components:\n    - name: demo-file\n      config: {{path: {out}, content: \"hello from {name}\"}}\n  interval: 1m\n{extra}",
+                "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: {name}\n  labels: {{env: demo}}\nspec:\n  address: {address}\n  ssh:\n    user: {user}\n    port: {port}\n    identityFile: {key}\n  role: {role}\n  config:\n    motd_path: {motd}\n  components:\n    - name: demo-file\n      config: {{path: {out}, content: \"hello from {name}\"}}\n  interval: 1m\n{extra}",
                 key = client_key.display(),
-                out = out.display()
+                out = out.display(),
+                motd = root.join("out").join(format!("{name}.motd")).display()
             ),
         )?;
     }
