@@ -470,7 +470,7 @@ fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
     std::fs::write(
         fleet.dir.path().join("scripts/use-secret.sh"),
         format!(
-            "printf '%s' \"$DB_PASSWORD\" > {got}\necho \"::chom:: warning connecting with $DB_PASSWORD\"\necho \"password was $DB_PASSWORD\" >&2\nexit 4\n",
+            "sleep 1\nprintf '%s' \"$DB_PASSWORD\" > {got}\necho \"::chom:: warning connecting with $DB_PASSWORD\"\necho \"password was $DB_PASSWORD\" >&2\nexit 4\n",
             got = got.display()
         ),
     )
@@ -487,8 +487,33 @@ fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
     assert_eq!(condition(&s, "SecretsResolved")["reason"], "NoIdentity");
     assert!(!got.exists());
 
+    // Sample every process's argv while the (slow) script runs: the value must never be
+    // in one, local or remote (the server is this machine).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            let mut samples = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && samples < 2000 {
+                samples += 1;
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+                        && String::from_utf8_lossy(&cmdline).contains(VALUE)
+                    {
+                        seen += 1;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (seen, samples)
+        })
+    };
     let run = fleet.chom(
         &[
+            "--log-format",
+            "json",
+            "-vv",
             "reconcile",
             "--known-hosts",
             fleet.sshd.known_hosts.to_str().unwrap(),
@@ -497,6 +522,10 @@ fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
         ],
         "",
     );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (seen, samples) = sampler.join().unwrap();
+    assert!(samples > 3, "the sampler ran during the script");
+    assert_eq!(seen, 0, "the secret appeared in a process's argv");
     assert_eq!(run.status.code(), Some(1), "the script exits 4");
     assert_eq!(
         std::fs::read_to_string(&got).unwrap(),

@@ -76,7 +76,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
             include_str!("../../scripts/motd.sh"),
             0o755,
         ),
-        (root.join("secrets.d/README"), SECRETS_README, 0o644),
+        (root.join("secrets.d/.keep"), SECRETS_README, 0o644),
         (root.join(".gitignore"), GITIGNORE, 0o644),
     ];
     for (path, content, mode) in files {
