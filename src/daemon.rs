@@ -121,6 +121,8 @@ pub fn lock(state_dir: &Path, shard: crate::shard::Shard) -> Result<File, Daemon
 }
 
 struct Shared {
+    /// Parsed files between refreshes: a change set re-parses only what changed.
+    cache: Arc<crate::validate::Cache>,
     metrics: Arc<crate::metrics::Metrics>,
     audit: Audit,
     history: Option<crate::history::History>,
@@ -178,6 +180,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         None => None,
     };
     let shared = Arc::new(Shared {
+        cache: Arc::new(crate::validate::Cache::default()),
         metrics: metrics.clone(),
         audit,
         history,
@@ -289,7 +292,8 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
 /// drop removed ones, rewrite statuses whose file validity changed.
 async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
     let layout = shared.config.layout.clone();
-    let report = tokio::task::spawn_blocking(move || crate::validate::load(&layout, &[]))
+    let cache = shared.cache.clone();
+    let report = tokio::task::spawn_blocking(move || crate::validate::load_cached(&layout, &cache))
         .await
         .map_err(|e| DaemonError::StateDir {
             path: shared.config.state_dir.clone(),

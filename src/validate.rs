@@ -54,7 +54,7 @@ impl Report {
 }
 
 /// A resource file after the per-file stage.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Parsed {
     path: PathBuf,
     /// Present when the YAML parsed.
@@ -73,7 +73,7 @@ enum Kind {
     Role,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Resource {
     Server(Box<Server>),
     Role(Box<Role>),
@@ -150,6 +150,40 @@ fn discover(root: &Path, diagnostics: &mut Vec<Diagnostic>) -> Result<Vec<PathBu
 /// (as pre-commit passes them) while still checking them against the whole tree; files
 /// in `only` outside the inventory folder are added to it.
 pub fn load(layout: &Layout, only: &[PathBuf]) -> Result<Report, FatalError> {
+    load_with(layout, only, None)
+}
+
+/// Per-file results kept between validations by a long-running process (the daemon),
+/// so a change set re-parses only the files whose size, mtime or inode changed. The
+/// cross-file rules always run over the whole tree.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: std::sync::Mutex<std::collections::HashMap<PathBuf, (FileKey, Parsed)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileKey {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+    })
+}
+
+/// [`load`] reusing and refreshing `cache`.
+pub fn load_cached(layout: &Layout, cache: &Cache) -> Result<Report, FatalError> {
+    load_with(layout, &[], Some(cache))
+}
+
+fn load_with(layout: &Layout, only: &[PathBuf], cache: Option<&Cache>) -> Result<Report, FatalError> {
     let mut diagnostics = Vec::new();
     let mut files = discover(&layout.inventory, &mut diagnostics)?;
     let known: HashSet<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
@@ -164,7 +198,10 @@ pub fn load(layout: &Layout, only: &[PathBuf]) -> Result<Report, FatalError> {
         }
     }
 
-    let parsed = parse_all(&files);
+    let parsed = match cache {
+        None => parse_all(&files),
+        Some(cache) => parse_changed(&files, cache),
+    };
     let defined_secrets = rules::defined_secrets(&layout.secrets, &mut diagnostics);
     let mut parsed = parsed;
     rules::cross_file(&mut parsed, layout, &defined_secrets);
@@ -223,6 +260,36 @@ pub fn load(layout: &Layout, only: &[PathBuf]) -> Result<Report, FatalError> {
         files: files.len(),
         secret_references,
     })
+}
+
+/// The per-file stage for files that changed since the cache saw them; the rest are
+/// taken from the cache. Files gone from the tree leave the cache.
+fn parse_changed(files: &[PathBuf], cache: &Cache) -> Vec<Parsed> {
+    let mut entries = cache.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let keys: Vec<Option<FileKey>> = files.iter().map(|f| file_key(f)).collect();
+    // The key is taken before parsing: a file changed while it is parsed then differs
+    // from its stored key next time and is parsed again, never missed.
+    let (stale, stale_keys): (Vec<PathBuf>, Vec<Option<FileKey>>) = files
+        .iter()
+        .zip(&keys)
+        .filter(|(f, k)| k.is_none() || entries.get(*f).is_none_or(|(old, _)| Some(*old) != **k))
+        .map(|(f, k)| (f.clone(), *k))
+        .unzip();
+    for (parsed, key) in parse_all(&stale).into_iter().zip(stale_keys) {
+        // Unreadable files keep no key and are tried again every time.
+        let key = key.unwrap_or(FileKey {
+            len: 0,
+            modified: None,
+            inode: 0,
+        });
+        entries.insert(parsed.path.clone(), (key, parsed));
+    }
+    let wanted: HashSet<&PathBuf> = files.iter().collect();
+    entries.retain(|path, _| wanted.contains(path));
+    files
+        .iter()
+        .filter_map(|f| entries.get(f).map(|(_, p)| p.clone()))
+        .collect()
 }
 
 /// The per-file stage, spread over the machine's cores: a 10,000-file inventory must

@@ -550,3 +550,35 @@ fn durations_must_be_written_with_a_unit() {
     let d = assert_only(&tree, "invalid-value", "web-1.yaml", 10, 13);
     assert_eq!(d["pointer"], "/spec/interval");
 }
+
+#[test]
+fn the_daemon_cache_reparses_only_changed_files_and_forgets_deleted_ones() {
+    let tree = Tree::new();
+    let layout = chom::inventory::Layout::beside(&tree.path("inventory.d"));
+    let cache = chom::validate::Cache::default();
+    let first = chom::validate::load_cached(&layout, &cache).unwrap();
+    assert!(first.diagnostics.is_empty());
+    assert_eq!(first.inventory.servers["web-1"].server.spec.address, "192.0.2.10");
+    tree.write("inventory.d/web-1.yaml", SERVER.replace("192.0.2.10", "192.0.2.99"));
+    tree.write(
+        "inventory.d/web-2.yaml",
+        SERVER.replace("web-1", "web-2").replace("role: web", "role: nope"),
+    );
+    let second = chom::validate::load_cached(&layout, &cache).unwrap();
+    assert_eq!(
+        second.inventory.servers["web-1"].server.spec.address, "192.0.2.99",
+        "a changed file is re-read"
+    );
+    assert!(
+        second.diagnostics.iter().any(|d| d.code == "unknown-role"),
+        "cross-file rules still run"
+    );
+    std::fs::remove_file(tree.path("inventory.d/web-2.yaml")).unwrap();
+    let third = chom::validate::load_cached(&layout, &cache).unwrap();
+    assert!(third.diagnostics.is_empty() && !third.inventory.servers.contains_key("web-2"));
+    assert_eq!(
+        third.inventory,
+        chom::validate::load(&layout, &[]).unwrap().inventory,
+        "same answer as a cold load"
+    );
+}
