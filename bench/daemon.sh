@@ -8,14 +8,19 @@
 #   1. the first pass: wall time from the daemon's start until every <name>.status.yaml
 #      says Ready=True (taken as the newest status-file mtime, checked against every file);
 #   2. reaction latency: after the first pass, DROPS new Server files are written one at a
-#      time (temp file beside inventory.d/, then rename into it), GAP_MIN_MS..GAP_MAX_MS
-#      apart; latency = `reconcile started` log timestamp - time taken just before rename;
+#      time (temp file in a staging folder on the same file system, then rename into
+#      inventory.d/), GAP_MIN_MS..GAP_MAX_MS apart; latency = `reconcile started` log
+#      timestamp - time taken just before the rename;
 #   3. idle cost: once everything is Ready and SETTLE_S has passed, IDLE_S seconds of
 #      /proc/PID/stat utime+stime, VmRSS (sampled each second) and voluntary+nonvoluntary
 #      context switches summed over /proc/PID/task/*/status; plus reconciles started and
 #      status files written during that window (both should be 0);
 #   4. with IDLE_CLOSE=1, it then waits until the pooled SSH connections have idle-closed
-#      (chom closes them after 5 min unused) and samples RSS again.
+#      (chom closes them after 5 min unused), samples RSS again, and measures CPU and
+#      context switches for IDLE_S/2 more seconds with no connection open.
+# The tree is WORK/tree/{inventory.d,scripts}: N Servers, all 127.0.0.1:PORT under distinct
+# names (so distinct pooled connections), one no-op component, interval 1h (no interval
+# re-checks during the run).
 # A markdown table is printed on stdout; progress goes to stderr. With RESULTS_TSV=file a
 # tab-separated row is appended there too (for medians over several runs).
 #
@@ -27,7 +32,11 @@
 #   STOCK_DOTFILES=1    sshd runs in a private mount namespace where Debian's stock
 #                       /root/.bashrc and .profile are bind-mounted over root's own (this
 #                       machine's .bashrc runs `pyenv init` on every ssh command); 0 = off
+#   DAEMON_ARGS="..."   more daemon flags, split on blanks (e.g. "--debounce 50ms")
 #   KEEP=1              keep the work folder (logs, tree) instead of deleting it
+#   LOG_FILTER=chom=info   the daemon's CHOM_LOG; with chom::daemon=debug the latency is
+#                       also split at the daemon's "inventory changed" line (watcher+debounce
+#                       before it, re-validation + queue after it)
 #   PYTHON=/usr/bin/python3
 #
 # Needs root (sshd, root login over loopback), OpenSSH's sshd, python3 with PyYAML.
@@ -52,6 +61,8 @@ PASS_TIMEOUT_S=${PASS_TIMEOUT_S:-900}
 STOCK_DOTFILES=${STOCK_DOTFILES:-1}
 KEEP=${KEEP:-0}
 PY=${PYTHON:-/usr/bin/python3}
+LOG_FILTER=${LOG_FILTER:-chom=info}
+read -r -a EXTRA_ARGS <<< "${DAEMON_ARGS:-}"
 IDLE_TIMEOUT_S=300   # chom's pooled-connection idle timeout (TransportConfig::idle_timeout)
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -74,7 +85,10 @@ if ip netns list 2>/dev/null | grep -qw '^chomb'; then
 fi
 
 WORK=$(mktemp -d /tmp/chom-daemon-bench.XXXXXX)
-INV=$WORK/inventory.d
+# The tree gets a folder of its own: chom also watches the parent of inventory.d (to follow
+# symlink-swapped checkouts), so this script's own files must not sit beside it.
+DIR=$WORK/tree
+INV=$DIR/inventory.d
 STAGE=$WORK/staging     # same file system as inventory.d, so rename(2) is atomic
 CHOM_PID=""
 SSHD_PID=""
@@ -167,7 +181,7 @@ def server(e):
 def wait(log, names_file, timeout):
     """Until every listed server's last `reconcile finished` says Succeeded."""
     want = set(open(names_file).read().split())
-    done, pos, deadline = {}, 0, time.time() + timeout
+    done, pos, deadline = {}, 0, time.time() + float(timeout)
     while True:
         if os.path.exists(log):
             new, pos = lines(log, pos)
@@ -219,10 +233,13 @@ def pct(xs, q):
 
 def latency(log, drops):
     """p50 p99 max mean n missing, in ms: first `reconcile started` after each rename."""
-    starts = {}
+    starts, changed = {}, []
     for e in lines(log)[0]:
         if msg(e) == "reconcile started":
             starts.setdefault(server(e), []).append(ts(e["timestamp"]))
+        elif msg(e) == "inventory changed":
+            changed.append(ts(e["timestamp"]))
+    split = []
     lat, missing = [], 0
     with open(drops) as f:
         for line in f:
@@ -230,6 +247,9 @@ def latency(log, drops):
             later = [s for s in starts.get(name, []) if s >= float(t) - 0.001]
             if later:
                 lat.append((min(later) - float(t)) * 1000)
+                seen = [c for c in changed if float(t) <= c <= min(later)]
+                if seen:
+                    split.append(((seen[0] - float(t)) * 1000, (min(later) - seen[0]) * 1000))
             else:
                 missing += 1
     if not lat:
@@ -237,6 +257,11 @@ def latency(log, drops):
         return
     with open(drops + ".ms", "w") as f:
         f.write("\n".join(f"{x:.1f}" for x in lat) + "\n")
+    if split:
+        a, b = [x for x, _ in split], [y for _, y in split]
+        print(f"rename -> 'inventory changed' p50 {pct(a, 50):.1f} p99 {pct(a, 99):.1f} max {max(a):.1f} ms; "
+              f"'inventory changed' -> 'reconcile started' p50 {pct(b, 50):.1f} p99 {pct(b, 99):.1f} "
+              f"max {max(b):.1f} ms (n={len(split)})", file=sys.stderr)
     print(f"{pct(lat, 50):.1f} {pct(lat, 99):.1f} {max(lat):.1f} {sum(lat) / len(lat):.1f} {len(lat)} {missing}")
 
 
@@ -278,7 +303,6 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }   # utime+stime
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-ctxsw() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 threads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
 per_thread_ctxsw() {  # "tid comm switches" per thread
   local t
@@ -287,13 +311,22 @@ per_thread_ctxsw() {  # "tid comm switches" per thread
       "$(awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { s += $2 } END { print s + 0 }' "$t/status")"
   done 2>/dev/null
 }
+tree_ticks() {  # utime+stime+cutime+cstime of PID and every descendant
+  local p t=0
+  for p in "$1" $(descendants "$1"); do
+    t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }   # ticks, all CPUs
+save_smaps() { cat "/proc/$CHOM_PID/smaps" > "$WORK/smaps-$1.txt" 2>/dev/null || true; }   # for later reading
 conns() { ss -Htn state established "( dport = :$PORT )" 2>/dev/null | wc -l; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------- fleet: sshd -------------
 log "work folder $WORK; N=$N DROPS=$DROPS; load $(load1)"
-mkdir -p "$INV" "$STAGE" "$WORK/scripts"
+mkdir -p "$INV" "$STAGE" "$DIR/scripts"
 if [ ! -d /run/sshd ]; then mkdir -p /run/sshd; chmod 755 /run/sshd; MADE_RUN_SSHD=1; fi
 ssh-keygen -q -t ed25519 -N '' -C chom-daemon-bench-host -f "$WORK/host_ed25519"
 ssh-keygen -q -t ed25519 -N '' -C chom-daemon-bench-client -f "$WORK/client_ed25519"
@@ -348,7 +381,7 @@ ssh -F /dev/null -i "$WORK/client_ed25519" -o IdentitiesOnly=yes -o BatchMode=ye
 log "sshd $SSHD_PID on 127.0.0.1:$PORT"
 
 # ---------------------------------------------------------------- tree --------------------
-printf '#!/bin/sh\n# bench: does nothing, writes nothing\necho ok\n' > "$WORK/scripts/bench-noop.sh"
+printf '#!/bin/sh\n# bench: does nothing, writes nothing\necho ok\n' > "$DIR/scripts/bench-noop.sh"
 server_yaml() {
   cat <<EOF
 apiVersion: chom.dev/v1
@@ -381,26 +414,33 @@ log "tree: $N servers (all 127.0.0.1:$PORT, distinct names), component bench-noo
 # ---------------------------------------------------------------- 1. first pass -----------
 LOG=$WORK/daemon.log
 load_pass=$(load1)
+sshd_t0=$(tree_ticks "$SSHD_PID")
+busy_t0=$(machine_busy)
 t0=$EPOCHREALTIME
-env -u SSH_AUTH_SOCK HOME="$WORK" CHOM_LOG=chom=info \
+env -u SSH_AUTH_SOCK HOME="$DIR" CHOM_LOG="$LOG_FILTER" \
   "$CHOM" --log-format json daemon --inventory "$INV" --known-hosts "$WORK/known_hosts" \
-  --workers "$WORKERS" --rate "$RATE" --burst "$BURST" --max-handshakes "$MAX_HANDSHAKES" \
+  --workers "$WORKERS" --rate "$RATE" --burst "$BURST" --max-handshakes "$MAX_HANDSHAKES" "${EXTRA_ARGS[@]}" \
   </dev/null 2> "$LOG" &
 CHOM_PID=$!
 log "daemon $CHOM_PID started; waiting for $N servers to be Ready (timeout ${PASS_TIMEOUT_S}s)"
 H wait "$LOG" "$WORK/names-pass" "$PASS_TIMEOUT_S" > /dev/null || die "first pass did not finish; see $LOG"
 t_seen=$EPOCHREALTIME
+busy_t1=$(machine_busy)
+sshd_pass_ms=$((($(tree_ticks "$SSHD_PID") - sshd_t0) * 1000 / CLK_TCK))
+busy_cores=$(awk -v b="$((busy_t1 - busy_t0))" -v hz="$CLK_TCK" -v a="$t0" -v c="$t_seen" 'BEGIN { printf "%.2f", b / hz / (c - a) }')
 kill -0 "$CHOM_PID" 2>/dev/null || die "daemon exited; see $LOG"
 cpu_pass=$(cpu_ticks "$CHOM_PID")
 hwm_pass=$(hwm_kib "$CHOM_PID")
 rss_pass=$(rss_kib "$CHOM_PID")
 conns_pass=$(conns)
+save_smaps pass
 read -r n_ready newest bad < <(H ready "$INV" "$WORK/names-pass")
 [ "$n_ready" = "$N" ] || die "only $n_ready/$N status files say Ready=True (e.g. $bad)"
 pass_s=$(awk -v a="$t0" -v b="$newest" 'BEGIN { printf "%.2f", b - a }')
 pass_json=$(H summary "$LOG" "$t0")
 log "first pass: ${pass_s}s to the last Ready status (seen by the poller after $(awk -v a="$t0" -v b="$t_seen" 'BEGIN { printf "%.2f", b - a }')s); daemon CPU $((cpu_pass * 1000 / CLK_TCK)) ms; RSS $(mib "$rss_pass") MiB (peak $(mib "$hwm_pass")); $conns_pass ssh connections open"
 log "  log: $pass_json"
+log "  sshd side (listener tree, incl. reaped shells): ${sshd_pass_ms} ms CPU; whole machine busy ${busy_cores} of 2 cores during the pass"
 
 # ---------------------------------------------------------------- 2. drops ----------------
 sleep 2
@@ -413,8 +453,9 @@ for ((i = 1; i <= DROPS; i++)); do
   t=$EPOCHREALTIME
   mv -T "$STAGE/$name.yaml" "$INV/$name.yaml"
   echo "$name $t" >> "$WORK/drops"
+  # the next rename comes gap ms after this one (the time spent here is taken off the sleep)
   gap=$((GAP_MIN_MS + RANDOM % (GAP_MAX_MS - GAP_MIN_MS + 1)))
-  sleep "$(awk -v g="$gap" 'BEGIN { printf "%.3f", g / 1000 }')"
+  sleep "$(awk -v g="$gap" -v t="$t" -v now="$EPOCHREALTIME" 'BEGIN { w = t + g / 1000 - now; printf "%.3f", (w > 0 ? w : 0) }')"
 done
 H wait "$LOG" "$WORK/names-all" 120 > /dev/null || die "dropped servers did not all reconcile; see $LOG"
 read -r n_ready _ bad < <(H ready "$INV" "$WORK/names-all")
@@ -428,10 +469,9 @@ sleep "$SETTLE_S"
 load_idle=$(load1)
 conns_idle=$(conns)
 threads0=$(threads "$CHOM_PID")
-per_thread_ctxsw "$CHOM_PID" > "$WORK/threads0"
 ti0=$EPOCHREALTIME
 c0=$(cpu_ticks "$CHOM_PID")
-s0=$(ctxsw "$CHOM_PID")
+per_thread_ctxsw "$CHOM_PID" > "$WORK/threads0"
 rss_max=0; rss_sum=0; samples=0
 for ((i = 0; i < IDLE_S; i++)); do
   sleep 1
@@ -439,27 +479,30 @@ for ((i = 0; i < IDLE_S; i++)); do
   rss_sum=$((rss_sum + r)); samples=$((samples + 1))
   [ "$r" -gt "$rss_max" ] && rss_max=$r
 done
+per_thread_ctxsw "$CHOM_PID" > "$WORK/threads1"
 c1=$(cpu_ticks "$CHOM_PID")
-s1=$(ctxsw "$CHOM_PID")
+save_smaps idle
 ti1=$EPOCHREALTIME
 threads1=$(threads "$CHOM_PID")
-per_thread_ctxsw "$CHOM_PID" > "$WORK/threads1"
 idle_len=$(awk -v a="$ti0" -v b="$ti1" 'BEGIN { printf "%.1f", b - a }')
 idle_cpu_ms=$(((c1 - c0) * 1000 / CLK_TCK))
-idle_sw=$((s1 - s0))
+# per thread: end - start (a thread born in the window counts whole); switches of threads
+# that exited during the window are lost, so their number is reported beside the sum
+read -r idle_sw threads_gone < <(awk 'NR == FNR { a[$1] = $3; next } { s += $3 - (($1 in a) ? a[$1] : 0); seen[$1] = 1 }
+  END { for (t in a) if (!(t in seen)) g++; print s + 0, g + 0 }' "$WORK/threads0" "$WORK/threads1")
 idle_starts=$(H window "$LOG" "$ti0" "$ti1")
 idle_writes=$(H newer "$INV" "$ti0")
 idle_rss_mean=$((rss_sum / samples))
-log "idle ${idle_len}s: CPU ${idle_cpu_ms} ms, ctx switches $idle_sw (threads $threads0 -> $threads1), RSS mean $(mib "$idle_rss_mean") max $(mib "$rss_max") MiB, $conns_idle connections open; reconciles started $idle_starts, status files written $idle_writes"
-awk 'NR == FNR { a[$1] = $3; next } { d = $3 - a[$1]; if (d > 0) print "    thread " $1 " " $2 ": " d " switches" }' \
+log "idle ${idle_len}s: CPU ${idle_cpu_ms} ms, ctx switches $idle_sw (threads $threads0 -> $threads1, $threads_gone exited), RSS mean $(mib "$idle_rss_mean") max $(mib "$rss_max") MiB, $conns_idle connections open; reconciles started $idle_starts, status files written $idle_writes"
+awk 'NR == FNR { a[$1] = $3; next } { d = $3 - (($1 in a) ? a[$1] : 0); if (d > 0) print "    thread " $1 " " $2 ": " d " switches" }' \
   "$WORK/threads0" "$WORK/threads1" | sort -t: -k2 -n -r | head -n 8 >&2
 
 # ---------------------------------------------------------------- 4. idle close -----------
-rss_closed="-"; conns_closed="-"; closed_cpu_ms="-"
+rss_closed="-"; conns_closed="-"; closed_cpu_ms="-"; closed_sw="-"; closed_win_cpu_ms="-"; closed_win_s="-"
 if [ "$IDLE_CLOSE" = 1 ]; then
   # the last connection use was the last reconcile; wait until its idle timeout + 30 s
   last_fin=$(H summary "$LOG" 0 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["last_finished_s"])')
-  until_s=$(awk -v l="$last_fin" -v now="$EPOCHREALTIME" -v t="$IDLE_TIMEOUT_S" 'BEGIN { w = l + t + 30 - now; printf "%d", w > 0 ? w : 0 }')
+  until_s=$(awk -v l="$last_fin" -v now="$EPOCHREALTIME" -v t="$IDLE_TIMEOUT_S" 'BEGIN { w = l + t + 30 - now; printf "%d", (w > 0 ? w : 0) }')
   log "waiting ${until_s}s for the pooled connections to idle-close"
   cc0=$(cpu_ticks "$CHOM_PID")
   sleep "$until_s"
@@ -467,7 +510,17 @@ if [ "$IDLE_CLOSE" = 1 ]; then
   closed_cpu_ms=$(((cc1 - cc0) * 1000 / CLK_TCK))
   conns_closed=$(conns)
   rss_closed=$(rss_kib "$CHOM_PID")
+  save_smaps closed
   log "after idle close: $conns_closed connections open, RSS $(mib "$rss_closed") MiB, CPU while waiting ${closed_cpu_ms} ms over ${until_s}s"
+  # the same idle measurement again, with no connection left to keep alive
+  closed_win_s=$((IDLE_S / 2))
+  per_thread_ctxsw "$CHOM_PID" > "$WORK/threads2"
+  cw0=$(cpu_ticks "$CHOM_PID")
+  sleep "$closed_win_s"
+  per_thread_ctxsw "$CHOM_PID" > "$WORK/threads3"
+  closed_win_cpu_ms=$((($(cpu_ticks "$CHOM_PID") - cw0) * 1000 / CLK_TCK))
+  closed_sw=$(awk 'NR == FNR { a[$1] = $3; next } { s += $3 - (($1 in a) ? a[$1] : 0) } END { print s + 0 }' "$WORK/threads2" "$WORK/threads3")
+  log "idle with no connections, ${closed_win_s}s: CPU ${closed_win_cpu_ms} ms, ctx switches $closed_sw"
 fi
 
 # ---------------------------------------------------------------- stop --------------------
@@ -486,24 +539,27 @@ log "daemon stopped in ${stop_s}s (rc $chom_rc); sshd log: $sshd_drops MaxStartu
 yes_no() { if awk "BEGIN { exit !($1) }"; then echo yes; else echo "**no**"; fi; }
 pass_cpu_ms=$((cpu_pass * 1000 / CLK_TCK))
 closed_cell="not measured (run with IDLE_CLOSE=1)"; closed_met="–"
+closed_idle_row=""
 if [ "$rss_closed" != - ]; then
   closed_cell="$(mib "$rss_closed") MiB (daemon CPU ${closed_cpu_ms} ms while waiting)"
   closed_met=$(yes_no "$rss_closed < 65536")
+  closed_idle_row="| idle again once the connections closed: CPU / context switches over $closed_win_s s | $closed_win_cpu_ms ms / $closed_sw | timers only | – |"
 fi
 cat <<EOF
 
-### chom daemon, N=$N servers on one loopback sshd (workers $WORKERS, rate $RATE, burst $BURST, max-handshakes $MAX_HANDSHAKES)
+### chom daemon, N=$N servers on one loopback sshd (workers $WORKERS, rate $RATE, burst $BURST, max-handshakes $MAX_HANDSHAKES${DAEMON_ARGS:+, $DAEMON_ARGS})
 
 | what | result | target | met |
 |---|---|---|---|
-| first pass: daemon start → all $N \`Ready=True\` | **$pass_s s** (daemon CPU $pass_cpu_ms ms, $(awk -v c="$pass_cpu_ms" -v n="$N" 'BEGIN { printf "%.2f", c / n }') ms/server) | – | – |
+| first pass: daemon start → all $N \`Ready=True\` | **$pass_s s** (daemon CPU $pass_cpu_ms ms = $(awk -v c="$pass_cpu_ms" -v n="$N" 'BEGIN { printf "%.2f", c / n }') ms/server; sshd side $sshd_pass_ms ms; machine busy $busy_cores cores) | – | – |
 | RSS right after the pass ($conns_pass SSH connections open) / peak (VmHWM) | $(mib "$rss_pass") MiB / $(mib "$hwm_pass") MiB | < 64 MiB | $(yes_no "$rss_pass < 65536") |
 | file dropped → \`reconcile started\`, p50 / p99 / max (n=$n_lat, ${GAP_MIN_MS}–${GAP_MAX_MS} ms apart) | $p50 / **$p99** / $pmax ms (mean $pmean) | p99 < 300 ms | $(yes_no "$p99 < 300") |
 | idle CPU over ${idle_len} s | $idle_cpu_ms ms ($(awk -v c="$idle_cpu_ms" -v l="$idle_len" 'BEGIN { printf "%.2f", c / l / 10 }') % of a core) | ≈ 0 | – |
-| idle context switches, all threads ($threads1 threads) | $idle_sw ($(awk -v c="$idle_sw" -v l="$idle_len" 'BEGIN { printf "%.1f", c / l }')/s) with $conns_idle connections open | timers only | see notes |
+| idle context switches, summed over threads ($threads0 → $threads1 threads, $threads_gone exited) | $idle_sw ($(awk -v c="$idle_sw" -v l="$idle_len" 'BEGIN { printf "%.1f", c / l }')/s) with $conns_idle connections open | timers only | see notes |
 | reconciles started / status files written while idle | $idle_starts / $idle_writes | 0 / 0 | $(yes_no "$idle_starts == 0 && $idle_writes == 0") |
 | idle RSS mean / max ($conns_idle connections open) | $(mib "$idle_rss_mean") / $(mib "$rss_max") MiB | < 64 MiB | $(yes_no "$rss_max < 65536") |
 | RSS after the connections idle-closed ($conns_closed open) | $closed_cell | < 64 MiB | $closed_met |
+$closed_idle_row
 
 Load average (1 min) at pass / drops / idle: $load_pass / $load_drops / $load_idle. Daemon stop (SIGTERM) took $stop_s s, exit code $chom_rc. sshd: $sshd_drops MaxStartups drops, $sshd_errors error lines.
 Log summary: $warns_total
