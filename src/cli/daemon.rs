@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{SshArgs, TreeArgs};
-use crate::resource::DurationSpec;
 
 /// Watch the inventory and keep every server reconciled, writing status files.
 ///
@@ -55,26 +54,20 @@ pub struct Tuning {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub burst: u32,
     /// First retry delay after a failure; doubles per failure.
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = super::parse_duration)]
     pub backoff_base: Duration,
     /// Longest retry delay.
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = super::parse_duration)]
     pub backoff_max: Duration,
     /// Full re-list of the tree as a safety net against lost file events.
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = super::parse_duration)]
     pub relist_interval: Duration,
     /// How long file events are gathered into one change set.
-    #[arg(long, default_value = "150ms", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "150ms", value_name = "DURATION", value_parser = super::parse_duration)]
     pub debounce: Duration,
     /// How long reconciles in flight may run after SIGTERM before they are cancelled.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_duration)]
     pub shutdown_timeout: Duration,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    DurationSpec::parse(text)
-        .map(|d| d.0)
-        .ok_or_else(|| format!("{text:?} is not a duration such as 500ms, 30s or 10m"))
 }
 
 impl Tuning {

@@ -424,18 +424,45 @@ async fn a_full_channel_turns_the_next_change_set_into_a_relist() {
 async fn changes_arriving_within_the_debounce_window_become_one_change_set() {
     let (bridge, mut rx, event_loop, _control) = event_loop(64);
     tokio::spawn(event_loop.run());
-    for n in 0..20 {
+    // A burst: events 20 ms apart (under a third of the 150 ms window) are one change set.
+    for n in 0..5 {
         bridge.deliver(change(&format!("/repo/inventory.d/web-{n}.yaml")));
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let set = next(&mut rx).await;
-    assert_eq!(set.paths.len(), 20, "{set:?}");
+    assert_eq!(set.paths.len(), 5, "{set:?}");
     assert!(!set.relist);
 
     // After a quiet window, a new batch is a new change set.
     tokio::time::sleep(Duration::from_secs(1)).await;
     bridge.deliver(change("/repo/inventory.d/late.yaml"));
     assert_eq!(next(&mut rx).await.paths.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_trickle_never_holds_a_change_back_past_two_windows() {
+    let (bridge, mut rx, event_loop, _control) = event_loop(64);
+    tokio::spawn(event_loop.run());
+    let started = tokio::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        for n in 0..20 {
+            bridge.deliver(change(&format!("/repo/inventory.d/web-{n}.yaml")));
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        bridge
+    });
+    let first = next(&mut rx).await;
+    assert!(
+        started.elapsed() <= Duration::from_millis(310),
+        "held {:?}",
+        started.elapsed()
+    );
+    let mut seen = first.paths.len();
+    while seen < 20 {
+        seen += next(&mut rx).await.paths.len();
+    }
+    assert_eq!(seen, 20);
+    drop(sender.await);
 }
 
 #[tokio::test(start_paused = true)]
