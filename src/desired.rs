@@ -5,7 +5,6 @@
 //! the script files it is given.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -161,13 +160,9 @@ fn script_digests(inventory: &Inventory, layout: &Layout) -> BTreeMap<String, Op
     for name in names {
         digests
             .entry(name)
-            .or_insert_with_key(|n| file_sha256(&layout.script(n)));
+            .or_insert_with_key(|n| layout.read_script(n).ok().map(|bytes| hex(&Sha256::digest(&bytes))));
     }
     digests
-}
-
-fn file_sha256(path: &Path) -> Option<String> {
-    std::fs::read(path).ok().map(|bytes| hex(&Sha256::digest(&bytes)))
 }
 
 /// The desired state of one server of `inventory`.

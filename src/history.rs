@@ -277,7 +277,7 @@ impl History {
             let Some(d) = desired.components.iter().find(|d| d.name == c.name) else {
                 continue;
             };
-            if let Ok(script) = std::fs::read(layout.script(&c.name)) {
+            if let Ok(script) = layout.read_script(&c.name) {
                 c.script = self.put_object(&script).ok();
             }
             let config = Value::Object(d.config.clone()).to_string();

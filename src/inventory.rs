@@ -33,6 +33,29 @@ impl Layout {
     pub fn script(&self, component: &str) -> PathBuf {
         self.scripts.join(format!("{component}.sh"))
     }
+
+    /// What chom sends for a component: every `scripts/lib/*.sh` in name order (shared
+    /// helpers), then the component's own script. Digests, plans and rollback objects
+    /// all use these bytes, so a changed helper re-applies the components.
+    pub fn read_script(&self, component: &str) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.scripts.join("lib")) {
+            let mut libs: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "sh") && p.is_file())
+                .collect();
+            libs.sort();
+            for lib in libs {
+                bytes.extend(std::fs::read(&lib)?);
+                if !bytes.ends_with(b"\n") {
+                    bytes.push(b'\n');
+                }
+            }
+        }
+        bytes.extend(std::fs::read(self.script(component))?);
+        Ok(bytes)
+    }
 }
 
 /// A server that passed validation, and its file.

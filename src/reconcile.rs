@@ -509,7 +509,7 @@ async fn apply_components(
             ordered.push(skipped(&c.name, &format!("skipped: {failed} failed before it")));
             continue;
         }
-        let script = match std::fs::read(ctx.layout.script(&c.name)) {
+        let script = match ctx.layout.read_script(&c.name) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let why = format!("cannot read {}: {e}", ctx.layout.script(&c.name).display());
@@ -678,7 +678,7 @@ async fn handle_orphan(
         upsert_component(status, orphan);
         return;
     }
-    let script = match std::fs::read(ctx.layout.script(&orphan.name)) {
+    let script = match ctx.layout.read_script(&orphan.name) {
         Ok(bytes) => bytes,
         Err(e) => {
             orphan.message = Some(format!(

@@ -34,7 +34,11 @@ impl Tree {
         let root = tmp.path().to_owned();
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
         std::fs::create_dir(root.join("scripts")).unwrap();
-        for entry in std::fs::read_dir(scripts).unwrap().flatten() {
+        for entry in std::fs::read_dir(scripts)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+        {
             std::fs::copy(entry.path(), root.join("scripts").join(entry.file_name())).unwrap();
         }
         Self { _tmp: tmp, root }

@@ -643,3 +643,39 @@ fn rollback_reapplies_the_previous_script_and_pins_until_resume() {
         "{audit}"
     );
 }
+
+#[test]
+fn shared_helpers_in_scripts_lib_are_sent_before_each_script() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    std::fs::create_dir_all(fleet.dir.path().join("scripts/lib")).unwrap();
+    std::fs::write(
+        fleet.dir.path().join("scripts/lib/helpers.sh"),
+        "greet() { printf 'hello %s' \"$1\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fleet.dir.path().join("scripts/greet.sh"),
+        "greet \"$CHOM_SERVER\" > \"$CHOM_CFG_PATH\"\n",
+    )
+    .unwrap();
+    fleet.server(
+        "web-1",
+        &format!(
+            "  components:\n    - name: greet\n      config: {{path: {}}}\n",
+            out.display()
+        ),
+    );
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello web-1");
+    // A changed helper changes the digest: the component is applied again.
+    let digest = component(&fleet.status("web-1"), "greet")["appliedDigest"].clone();
+    std::fs::write(
+        fleet.dir.path().join("scripts/lib/helpers.sh"),
+        "greet() { printf 'hi %s' \"$1\"; }\n",
+    )
+    .unwrap();
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hi web-1");
+    assert_ne!(component(&fleet.status("web-1"), "greet")["appliedDigest"], digest);
+}

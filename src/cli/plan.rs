@@ -139,7 +139,7 @@ async fn plan_server(
     let resolved = reconcile::resolve_secrets(ctx, &desired).map_err(|(_, why)| why);
     let mut lines = Vec::new();
     for c in &desired.components {
-        let script = match std::fs::read(ctx.layout.script(&c.name)) {
+        let script = match ctx.layout.read_script(&c.name) {
             Ok(s) => s,
             Err(e) => {
                 lines.push(line(
