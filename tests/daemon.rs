@@ -460,3 +460,59 @@ fn three_shards_partition_the_fleet_and_each_takes_its_own_lock() {
         "nothing reconciled twice"
     );
 }
+
+#[test]
+fn the_daemon_leaves_a_pinned_server_alone_until_resume() {
+    let fleet = Fleet::new();
+    let out = fleet.dir.path().join("web-1.out");
+    fleet.write(
+        "web-1",
+        &fleet.server_text("web-1", &fleet.file_component("web-1", "one")),
+    );
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("web-1 Ready", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
+    });
+    assert!(daemon.terminate().success());
+    // Pin it at its current desired state (what `chom rollback` leaves behind), then
+    // change what is on the server: a pinned server must not be corrected.
+    let hash = fleet.status("web-1").unwrap()["metadata"]["desiredHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::create_dir_all(fleet.dir.path().join(".chom/pins")).unwrap();
+    std::fs::write(
+        fleet.dir.path().join(".chom/pins/web-1.json"),
+        format!("{{\"deployment\": \"d-test\", \"desiredHash\": \"{hash}\", \"pinnedAt\": \"2026-11-26T12:00:00Z\", \"by\": \"test@host\"}}"),
+    )
+    .unwrap();
+    std::fs::write(&out, "changed by hand").unwrap();
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("web-1 Pinned", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "Pinned")["status"] == "True")
+    });
+    assert_eq!(condition(&fleet.status("web-1").unwrap(), "Ready")["reason"], "Pinned");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "changed by hand",
+        "a pinned server is left alone"
+    );
+    assert!(daemon.terminate().success());
+    // Resumed: the next daemon applies the desired state again.
+    let resume = Command::new(env!("CARGO_BIN_EXE_chom"))
+        .current_dir(fleet.dir.path())
+        .args(["resume", "web-1"])
+        .output()
+        .unwrap();
+    assert!(resume.status.success());
+    std::fs::write(fleet.dir.path().join("scripts/file.sh"), format!("{FILE_SCRIPT}# v2\n")).unwrap();
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("web-1 re-applied", &daemon, || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t == "one")
+    });
+    assert!(daemon.terminate().success());
+}
