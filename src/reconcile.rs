@@ -266,37 +266,8 @@ async fn detected(
     );
     if !req.ok {
         // Deploying below the minimum is what the Bash deployer did blindly; chom refuses.
-        for c in &desired.components {
-            upsert_component(
-                status,
-                skipped(&c.name, "not applied: the server is below its role's minimums"),
-            );
-        }
-        status.set_condition(
-            types::COMPONENTS_READY,
-            ConditionStatus::False,
-            &req.reason,
-            &req.message,
-            generation,
-            now,
-        );
-        status.set_condition(
-            types::READY,
-            ConditionStatus::False,
-            &req.reason,
-            &req.message,
-            generation,
-            now,
-        );
-        status.set_condition(
-            types::STALLED,
-            ConditionStatus::True,
-            &req.reason,
-            &req.message,
-            generation,
-            now,
-        );
-        return ReconcileResult::Blocked;
+        let why = "not applied: the server is below its role's minimums";
+        return block(status, desired, why, &req.reason, &req.message, generation, now);
     }
     status.remove_condition(types::STALLED);
 
@@ -319,12 +290,6 @@ async fn detected(
         }
         Err((reason, message)) => {
             warn!(reason, error = %message, "secrets not resolved; components not applied");
-            for c in &desired.components {
-                upsert_component(
-                    status,
-                    skipped(&c.name, "not applied: the server's secrets are not resolved"),
-                );
-            }
             status.set_condition(
                 types::SECRETS_RESOLVED,
                 ConditionStatus::False,
@@ -333,17 +298,8 @@ async fn detected(
                 generation,
                 now,
             );
-            status.set_condition(
-                types::COMPONENTS_READY,
-                ConditionStatus::False,
-                reason,
-                &message,
-                generation,
-                now,
-            );
-            status.set_condition(types::READY, ConditionStatus::False, reason, &message, generation, now);
-            status.set_condition(types::STALLED, ConditionStatus::True, reason, &message, generation, now);
-            return ReconcileResult::Blocked;
+            let why = "not applied: the server's secrets are not resolved";
+            return block(status, desired, why, reason, &message, generation, now);
         }
     };
 
@@ -430,6 +386,35 @@ pub(crate) fn resolve_secrets(
         return Err(("SecretMissing", resolved.problems()));
     }
     Ok(Some(resolved))
+}
+
+/// Holds a server back before any component runs: every component is Skipped, and
+/// ComponentsReady/Ready go False and Stalled True with the same reason, because a
+/// person has to act (add hardware, provide the secrets).
+#[allow(clippy::too_many_arguments)]
+fn block(
+    status: &mut ObservedStatus,
+    desired: &DesiredState,
+    why_skipped: &str,
+    reason: &str,
+    message: &str,
+    generation: u64,
+    now: Timestamp,
+) -> ReconcileResult {
+    for c in &desired.components {
+        upsert_component(status, skipped(&c.name, why_skipped));
+    }
+    status.set_condition(
+        types::COMPONENTS_READY,
+        ConditionStatus::False,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.set_condition(types::READY, ConditionStatus::False, reason, message, generation, now);
+    status.set_condition(types::STALLED, ConditionStatus::True, reason, message, generation, now);
+    ReconcileResult::Blocked
 }
 
 fn mark_reachable(status: &mut ObservedStatus, generation: u64, now: Timestamp) {
