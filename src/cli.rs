@@ -266,8 +266,21 @@ fn secret_references(secrets_dir: &std::path::Path) -> anyhow::Result<crate::sec
     Ok(crate::validate::load(&layout, &[])?.secret_references)
 }
 
-/// A multi-threaded tokio runtime for commands that do network I/O.
+/// The tokio runtime of the one-shot commands (`detect`, `reconcile`, `plan`, ...): one
+/// thread. Their work is waiting on the network; a single thread spends a quarter less CPU per
+/// server than a work-stealing pool, which hands wake-ups between threads (bench/fleet,
+/// 200 servers: 2.1-2.7 ms against 3.1-3.7 ms per server). File writes that fsync go to the
+/// blocking pool.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()?)
+}
+
+/// The daemon's runtime: a thread per core, so that re-validating a large inventory or a slow
+/// disk never stalls the SSH traffic of the servers being reconciled.
+pub fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // Few, long-lived blocking threads: every new thread may get its own malloc arena,
     // and a daemon that spawned a fresh one per re-list grew by ~60 MiB (measured).
     Ok(tokio::runtime::Builder::new_multi_thread()

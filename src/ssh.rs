@@ -31,7 +31,7 @@ pub use russh::keys::ssh_key::PublicKey;
 use auth::Login;
 use connect::{Dial, Gate};
 use exec::{Job, RunError, sudo_wants_password};
-use host_key::{Policy, load_known_hosts, parse_pins};
+use host_key::{KnownHostsCache, Policy, parse_pins};
 use pool::{Conn, Lease, Pool};
 
 /// Transport-wide settings. `Default` gives values that stay inside OpenSSH's default limits.
@@ -104,6 +104,7 @@ pub struct Transport {
     config: TransportConfig,
     gate: Gate,
     pool: Arc<Pool>,
+    known_hosts: KnownHostsCache,
     reaper_started: AtomicBool,
     reaper_stop: CancellationToken,
     _reaper_guard: DropGuard,
@@ -117,6 +118,7 @@ impl Transport {
             gate: Gate::new(config.max_handshakes_in_flight, config.handshake_rate),
             config,
             pool: Arc::new(Pool::default()),
+            known_hosts: KnownHostsCache::default(),
             reaper_started: AtomicBool::new(false),
             _reaper_guard: stop.clone().drop_guard(),
             reaper_stop: stop,
@@ -212,7 +214,7 @@ impl Transport {
 
     async fn connect(&self, target: &Target) -> Result<Conn, SshError> {
         let policy = if target.host_key_pins.is_empty() {
-            Policy::KnownHosts(load_known_hosts(&self.config.known_hosts_files).await?)
+            Policy::KnownHosts(self.known_hosts.get(&self.config.known_hosts_files).await?)
         } else {
             Policy::Pins(parse_pins(&target.name, &target.host_key_pins)?)
         };

@@ -110,6 +110,6 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         })?),
     };
     let transport = Arc::new(args.ssh.transport());
-    super::runtime()?.block_on(crate::daemon::run(config, transport))?;
+    super::daemon_runtime()?.block_on(crate::daemon::run(config, transport))?;
     Ok(ExitCode::SUCCESS)
 }

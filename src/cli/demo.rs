@@ -119,7 +119,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let config = args.tuning.config(&tree, root.join(".chom"));
     let transport = Arc::new(ssh.transport());
-    let runtime = super::runtime()?;
+    let runtime = super::daemon_runtime()?;
     let duration = args.duration.map(Duration::from_secs);
     let result = runtime.block_on(async {
         let printer = tokio::spawn(print_fleet(tree.clone()));

@@ -201,25 +201,34 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                     }
                 };
                 let _ = tx.send(Some(outcome.status.is_ready_at(generation)));
-                let doc = status::document(&name, generation, &hash, outcome.status.clone());
-                let write_error = status::write_if_changed(&path, &doc).err();
                 let took = started.elapsed();
                 let changes = outcome
                     .hardware_changes
                     .iter()
                     .map(|c| format!("hardware changed: {c}"))
                     .collect();
-                let mut record = crate::history::server_record(
-                    &desired,
-                    generation,
-                    &outcome.status,
-                    outcome.result,
-                    took.as_millis() as u64,
-                    changes,
-                );
-                if let Ok(history) = crate::history::History::open(&state_dir) {
-                    history.keep_objects(&mut record, &desired, &layout);
-                }
+                // The status file and the history objects are written with fsync: off the
+                // runtime's thread, so other servers' SSH traffic goes on meanwhile.
+                let (observed, result) = (outcome.status.clone(), outcome.result);
+                let doc_name = name.clone();
+                let (write_error, record) = tokio::task::spawn_blocking(move || {
+                    let doc = status::document(&doc_name, generation, &hash, observed);
+                    let write_error = status::write_if_changed(&path, &doc).err();
+                    let mut record = crate::history::server_record(
+                        &desired,
+                        generation,
+                        &doc.status,
+                        result,
+                        took.as_millis() as u64,
+                        changes,
+                    );
+                    if let Ok(history) = crate::history::History::open(&state_dir) {
+                        history.keep_objects(&mut record, &desired, &layout);
+                    }
+                    (write_error, record)
+                })
+                .await
+                .ok()?;
                 Some((name, outcome, took, write_error, record))
             });
         }

@@ -3,6 +3,16 @@
 # chom parses it (src/facts.rs). It never fails halfway: every section runs in
 # its own subshell, stderr is discarded and the script always exits 0.
 
+# Every command started costs the server a fork and an exec, and chom probes
+# every server at each interval, so files are read with shell builtins and only
+# what the shell cannot do itself (nproc, df, uname, systemd-detect-virt) runs
+# as a program.
+chom_cat() {
+  while IFS= read -r chom_line || [ -n "$chom_line" ]; do
+    printf '%s\n' "$chom_line"
+  done <"$1"
+}
+
 # The whole probe is one function so that the shell has read all of it before
 # anything runs: commands then cannot swallow the rest of the script from
 # stdin, and a script cut short in transit is a syntax error that runs nothing.
@@ -22,33 +32,41 @@ chom_probe() {
   )
 
   printf '%s\n' '@@chom:meminfo'
-  (grep -e '^MemTotal:' -e '^MemAvailable:' /proc/meminfo)
+  (
+    while IFS= read -r l; do
+      case $l in MemTotal:* | MemAvailable:*) printf '%s\n' "$l" ;; esac
+    done </proc/meminfo
+  )
 
   # -P keeps one line per filesystem and the same columns on coreutils and
   # busybox; -k fixes the unit whatever BLOCKSIZE says.
   printf '%s\n' '@@chom:df'
   (df -Pk /)
 
-  printf '%s\n' '@@chom:arch'
-  (uname -m)
-  printf '%s\n' '@@chom:kernel'
-  (uname -r)
+  # One uname for both: POSIX prints the release before the machine.
+  u=$(uname -r -m)
+  printf '%s\n' '@@chom:arch' "${u##* }" '@@chom:kernel' "${u% *}"
 
   printf '%s\n' '@@chom:os-release'
   (
     if [ -r /etc/os-release ]; then
-      cat /etc/os-release
+      chom_cat /etc/os-release
     else
-      cat /usr/lib/os-release
+      chom_cat /usr/lib/os-release
     fi
   )
 
-  # systemd-detect-virt knows best; the hints below are what it looks at
-  # itself, for hosts without systemd (Alpine, old or minimal images).
+  # systemd-detect-virt knows best, and its answer is final; the hints below
+  # are what it looks at itself, for hosts without it (Alpine, old or minimal
+  # images).
   printf '%s\n' '@@chom:virt'
   (
     if command -v systemd-detect-virt >/dev/null; then
-      printf 'systemd-detect-virt=%s\n' "$(systemd-detect-virt)"
+      v=$(systemd-detect-virt)
+      if [ -n "$v" ]; then
+        printf 'systemd-detect-virt=%s\n' "$v"
+        exit 0
+      fi
     fi
     c=$(tr '\000' '\n' </proc/1/environ | sed -n 's/^container=//p')
     [ -n "$c" ] && printf 'container=%s\n' "$c"
@@ -58,16 +76,16 @@ chom_probe() {
     [ -d /proc/bc ] && echo proc-bc=1
     [ -e /proc/user_beancounters ] && echo user-beancounters=1
     for f in sys_vendor product_name; do
-      [ -r /sys/class/dmi/id/$f ] && printf 'dmi-%s=%s\n' $f "$(cat /sys/class/dmi/id/$f)"
+      [ -r /sys/class/dmi/id/$f ] && read -r v </sys/class/dmi/id/$f && printf 'dmi-%s=%s\n' $f "$v"
     done
-    [ -r /sys/hypervisor/type ] && printf 'hypervisor-type=%s\n' "$(cat /sys/hypervisor/type)"
+    [ -r /sys/hypervisor/type ] && read -r v </sys/hypervisor/type && printf 'hypervisor-type=%s\n' "$v"
     f=/sys/devices/system/clocksource/clocksource0/available_clocksource
-    [ -r $f ] && printf 'clocksource=%s\n' "$(cat $f)"
+    [ -r $f ] && read -r v <$f && printf 'clocksource=%s\n' "$v"
     grep -q -E '^flags.* hypervisor( |$)' /proc/cpuinfo && echo cpu-hypervisor=1
   )
 
   printf '%s\n' '@@chom:cgroup'
-  (cat /proc/self/cgroup)
+  (chom_cat /proc/self/cgroup)
 
   # Limits may sit on any ancestor of our cgroup (a container's limit is on
   # its root), so every level up to the mount root is printed as
@@ -82,7 +100,7 @@ chom_probe() {
       case $d in /*) ;; *) d= ;; esac
       while :; do
         for f in "$@"; do
-          [ -r "$b$d/$f" ] && v=$(cat "$b$d/$f") && printf '%s:%s\n' "$b$d/$f" "$v"
+          [ -r "$b$d/$f" ] && read -r v <"$b$d/$f" && printf '%s:%s\n' "$b$d/$f" "$v"
         done
         [ -z "$d" ] && break
         d=${d%/*}

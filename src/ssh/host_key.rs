@@ -59,7 +59,7 @@ pub(crate) enum Policy {
     /// Pins are authoritative: known_hosts is not consulted.
     Pins(Vec<Pin>),
     /// Keys from the configured known_hosts files.
-    KnownHosts(KnownHosts),
+    KnownHosts(Arc<KnownHosts>),
     /// Accept anything and record it: only for `fetch_host_key`, which never authenticates.
     Capture,
 }
@@ -113,8 +113,65 @@ impl Policy {
     }
 }
 
+/// The parsed known_hosts files, re-read only when one of them changed.
+///
+/// Each connection consults them, and a running daemon must see a key that `chom trust` added
+/// meanwhile; but parsing a file with a line per server for every connection is quadratic in
+/// the fleet's size. A file counts as changed when its length, inode or modification time
+/// (nanoseconds) differ.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHostsCache {
+    loaded: tokio::sync::Mutex<Option<Loaded>>,
+}
+
+/// The files' stamps when read (`None`: missing), and what they held.
+type Loaded = (Vec<Option<Stamp>>, Arc<KnownHosts>);
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl KnownHostsCache {
+    /// The entries of `files`, from the cache when no file changed since they were read.
+    pub(crate) async fn get(&self, files: &[PathBuf]) -> Result<Arc<KnownHosts>, SshError> {
+        let mut loaded = self.loaded.lock().await;
+        let mut stamps = Vec::with_capacity(files.len());
+        for path in files {
+            stamps.push(stamp(path).await?);
+        }
+        if let Some((seen, known)) = loaded.as_ref()
+            && *seen == stamps
+        {
+            return Ok(Arc::clone(known));
+        }
+        let known = Arc::new(load_known_hosts(files).await?);
+        *loaded = Some((stamps, Arc::clone(&known)));
+        Ok(known)
+    }
+}
+
+async fn stamp(path: &PathBuf) -> Result<Option<Stamp>, SshError> {
+    use std::os::unix::fs::MetadataExt;
+    match tokio::fs::metadata(path).await {
+        Ok(meta) => Ok(Some(Stamp {
+            len: meta.len(),
+            inode: meta.ino(),
+            modified: meta.modified().ok(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SshError::KnownHostsRead {
+            path: path.clone(),
+            source,
+        }),
+    }
+}
+
 /// Reads every known_hosts file; a missing file counts as empty (a fresh machine has none).
-pub(crate) async fn load_known_hosts(files: &[PathBuf]) -> Result<KnownHosts, SshError> {
+async fn load_known_hosts(files: &[PathBuf]) -> Result<KnownHosts, SshError> {
     let mut known = KnownHosts::new();
     for path in files {
         match tokio::fs::read_to_string(path).await {
@@ -206,6 +263,32 @@ mod tests {
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn known_hosts_are_parsed_again_only_when_a_file_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("a.example {ED_A}\n")).unwrap();
+        let files = vec![file.clone(), dir.path().join("missing")];
+        let cache = KnownHostsCache::default();
+        let first = cache.get(&files).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &cache.get(&files).await.unwrap()),
+            "unchanged: not re-read"
+        );
+        assert_eq!(first.check("b.example", 22, &key(ED_B)), HostKeyStatus::Unknown);
+
+        // `chom trust` appends while a daemon runs: the next connection sees the key.
+        super::super::known_hosts::append_entry(&file, "b.example", 22, &key(ED_B)).unwrap();
+        let after = cache.get(&files).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &after));
+        assert_eq!(after.check("b.example", 22, &key(ED_B)), HostKeyStatus::Known);
+
+        // A file that appears later counts too.
+        std::fs::write(&files[1], format!("c.example {ED_A}\n")).unwrap();
+        let third = cache.get(&files).await.unwrap();
+        assert_eq!(third.check("c.example", 22, &key(ED_A)), HostKeyStatus::Known);
     }
 
     #[test]

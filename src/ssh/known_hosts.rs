@@ -5,6 +5,7 @@
 //! read as "unknown"), fails closed when a host lists two keys of one type (which breaks key
 //! rotation) and reports line numbers that skip comments. This module replaces it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -99,9 +100,18 @@ impl Entry {
 }
 
 /// Entries parsed from one or more known_hosts files, ready to be queried.
+///
+/// A lookup must not scan every line: a fleet's known_hosts file has a line per server, and
+/// scanning it for every server is quadratic (5,000 servers, 25 million comparisons). Entries
+/// whose host field is a plain list of names are indexed by name; only hashed entries and
+/// patterns with wildcards or negations are tried one by one, as OpenSSH does.
 #[derive(Debug, Clone, Default)]
 pub struct KnownHosts {
     entries: Vec<Entry>,
+    /// Lowercase host field (`name` or `[name]:port`) -> indexes into `entries`, ascending.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Indexes of the entries that must be matched one by one, ascending.
+    scanned: Vec<usize>,
 }
 
 impl KnownHosts {
@@ -117,9 +127,34 @@ impl KnownHosts {
         let file: Arc<Path> = Arc::from(file);
         for (index, line) in text.lines().enumerate() {
             if let Some(entry) = parse_line(line, &file, index + 1) {
+                let at = self.entries.len();
+                match &entry.hosts {
+                    Hosts::Patterns(list) if !list.contains(['*', '?', '!']) => {
+                        for name in list.split(',').filter(|n| !n.is_empty()) {
+                            let slots = self.by_name.entry(name.to_owned()).or_default();
+                            if slots.last() != Some(&at) {
+                                slots.push(at);
+                            }
+                        }
+                    }
+                    _ => self.scanned.push(at),
+                }
                 self.entries.push(entry);
             }
         }
+    }
+
+    /// The entries whose host field matches `name` (already lowercase), in file order.
+    fn matching(&self, name: &str) -> Vec<&Entry> {
+        let mut found: Vec<usize> = self.by_name.get(name).cloned().unwrap_or_default();
+        found.extend(
+            self.scanned
+                .iter()
+                .copied()
+                .filter(|&i| hosts_match(&self.entries[i].hosts, name)),
+        );
+        found.sort_unstable();
+        found.into_iter().map(|i| &self.entries[i]).collect()
     }
 
     /// Parses one file's text.
@@ -133,7 +168,7 @@ impl KnownHosts {
     /// normal during key rotation); a revoked match refuses regardless of other entries.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> HostKeyStatus {
         let name = host_field(host, port).to_ascii_lowercase();
-        let for_host: Vec<&Entry> = self.entries.iter().filter(|e| hosts_match(&e.hosts, &name)).collect();
+        let for_host = self.matching(&name);
         if let Some(revoked) = for_host
             .iter()
             .find(|e| e.marker == Marker::Revoked && same_key(&e.key, key))
@@ -168,8 +203,8 @@ impl KnownHosts {
     pub fn algorithms_for(&self, host: &str, port: u16) -> Vec<Algorithm> {
         let name = host_field(host, port).to_ascii_lowercase();
         let mut out: Vec<Algorithm> = Vec::new();
-        for entry in &self.entries {
-            if entry.marker == Marker::None && hosts_match(&entry.hosts, &name) {
+        for entry in self.matching(&name) {
+            if entry.marker == Marker::None {
                 let alg = entry.key.algorithm();
                 if !out.contains(&alg) {
                     out.push(alg);
@@ -420,6 +455,32 @@ mod tests {
         assert_eq!(check(&text, "db12.prod.example", 22, ED_A), HostKeyStatus::Known);
         assert_eq!(check(&text, "127.0.0.42", 2222, ED_A), HostKeyStatus::Known);
         assert_eq!(check(&text, "127.0.0.42", 22, ED_A), HostKeyStatus::Unknown);
+    }
+
+    #[test]
+    fn indexed_and_scanned_entries_keep_file_order() {
+        // The hashed field is `ssh-keygen -H`'s for 10.0.0.5.
+        let text = format!(
+            "10.0.0.* {ED_A}\n10.0.0.5,10.0.0.6 {ED_B}\n10.0.0.5 {ED_B}\n\
+             |1|G15GnjOSCWARaKd3EXZ3UmIKDGs=|4FY1PHUmsi/rZFxGG8bux5gfkM0= {ED_A}\n"
+        );
+        let known = KnownHosts::parse(&text, Path::new("kh"));
+        let lines: Vec<usize> = known.matching("10.0.0.5").iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![1, 2, 3, 4]);
+        assert_eq!(known.matching("10.0.0.6").len(), 2, "the wildcard line and the list");
+        assert!(known.matching("10.0.1.5").is_empty());
+    }
+
+    #[test]
+    fn a_line_per_server_is_looked_up_by_name() {
+        let text: String = (0..2000)
+            .map(|i| format!("10.1.{}.{} {ED_A}\n", i / 250, i % 250))
+            .collect();
+        let known = KnownHosts::parse(&text, Path::new("kh"));
+        assert!(known.scanned.is_empty());
+        assert_eq!(check(&text, "10.1.7.249", 22, ED_A), HostKeyStatus::Known);
+        assert_eq!(known.matching("10.1.7.249").len(), 1);
+        assert_eq!(check(&text, "10.1.9.0", 22, ED_A), HostKeyStatus::Unknown);
     }
 
     #[test]
