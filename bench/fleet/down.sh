@@ -2,6 +2,7 @@
 # bench/fleet/down.sh: stops what up.sh started, by PID, and removes the namespace and link.
 # Safe to run twice or after a failed up.sh.
 set -uo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 # Ansible's ControlPersist masters, if a run left any.

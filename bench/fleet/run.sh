@@ -16,6 +16,7 @@
 # of hosts whose file changed is N for a first run and 0 in the steady state.
 # Needs root; run setup.sh once before.
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 NS="10 100 500"; RTTS="0 50"; ITERS=3; FIRST=1

@@ -4,6 +4,7 @@
 # (ansible-core, pyinfra) and matplotlib go into a virtualenv under $FLEET_STATE, and chom
 # is built in release mode.
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)

@@ -11,6 +11,7 @@
 # 240); bench/fleet/down.sh stops them sooner, by PID, and removes the namespace.
 # Needs root (ip netns, sshd).
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 usage() { echo "usage: $0 N [--rtt MS] [--ttl-min T]" >&2; exit 2; }
@@ -24,9 +25,9 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-[[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 1 ] && [ "$N" -le 50000 ] || die "N must be 1..50000"
+{ [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 1 ] && [ "$N" -le 50000 ]; } || die "N must be 1..50000"
 [[ "$RTT" =~ ^[0-9]+$ ]] || die "--rtt takes whole milliseconds"
-[[ "$TTL_MIN" =~ ^[0-9]+$ ]] && [ "$TTL_MIN" -ge 1 ] || die "--ttl-min takes whole minutes"
+{ [[ "$TTL_MIN" =~ ^[0-9]+$ ]] && [ "$TTL_MIN" -ge 1 ]; } || die "--ttl-min takes whole minutes"
 [ "$(id -u)" = 0 ] || die "needs root (ip netns, sshd)"
 [ -x /usr/sbin/sshd ] || die "no /usr/sbin/sshd (apt-get install openssh-server)"
 [ -e "$RUN/fleet.env" ] && die "a fleet is already up; run bench/fleet/down.sh first"
@@ -116,6 +117,7 @@ chmod 755 "$RUN/sshd-start.sh"
 rm -f "$RUN/sshd.pid"
 # The group is joined before `ip netns exec`, which mounts a sysfs of its own.
 cg=/dev/null; [ -d "$CGROUP/hosts" ] && cg="$CGROUP/hosts/cgroup.procs"
+# shellcheck disable=SC2016  # expanded by the inner bash
 setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$cg" \
   ip netns exec "$FLEET_NS" unshare -m --propagation private \
   "$RUN/sshd-start.sh" "$RUN" "$((TTL_MIN * 60))" </dev/null >>"$RUN/sshd.log" 2>&1 &
