@@ -104,6 +104,8 @@ def ratios(out, ns, rtts):
                 s = out.get((tool, run, n, rtt))
                 return med([x["wall"] for x in s]) if s else None
             c1, cs = m("chom", "first"), m("chom", "steady")
+            if c1 is None:
+                continue
             at, p1, ps = m("ansible-tuned", "first"), m("pyinfra", "first"), m("pyinfra", "steady")
             f = lambda a, b: f"{a / b:.1f}×" if a and b else "–"
             lines.append(f"| {rtt} ms | {n} | {f(at, c1)} | {f(p1, c1)} | {f(ps, cs)} |")
