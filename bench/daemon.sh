@@ -16,7 +16,7 @@
 #      context switches summed over /proc/PID/task/*/status; plus reconciles started and
 #      status files written during that window (both should be 0);
 #   4. with IDLE_CLOSE=1, it then waits until the pooled SSH connections have idle-closed
-#      (chom closes them after 5 min unused), samples RSS again, and measures CPU and
+#      (after SSH_IDLE_S unused), samples RSS again, and measures CPU and
 #      context switches for IDLE_S/2 more seconds with no connection open.
 # The tree is WORK/tree/{inventory.d,scripts}: N Servers, all 127.0.0.1:PORT under distinct
 # names (so distinct pooled connections), one no-op component, interval 1h (no interval
@@ -27,6 +27,7 @@
 # Settings (environment):
 #   CHOM=path           binary (default target/release/chom, from the repo root)
 #   WORKERS=64 RATE=1000 BURST=1000 MAX_HANDSHAKES=50   daemon flags
+#   SSH_IDLE_S=90 SSH_MAX_IDLE=64  daemon flags --ssh-idle-timeout, --ssh-max-idle
 #   GAP_MIN_MS=100 GAP_MAX_MS=200   spacing of the dropped files
 #   SETTLE_S=15 IDLE_S=60 IDLE_CLOSE=0 PASS_TIMEOUT_S=900
 #   STOCK_DOTFILES=1    sshd runs in a private mount namespace where Debian's stock
@@ -63,13 +64,14 @@ KEEP=${KEEP:-0}
 PY=${PYTHON:-/usr/bin/python3}
 LOG_FILTER=${LOG_FILTER:-chom=info}
 read -r -a EXTRA_ARGS <<< "${DAEMON_ARGS:-}"
-IDLE_TIMEOUT_S=300   # chom's pooled-connection idle timeout (TransportConfig::idle_timeout)
+SSH_IDLE_S=${SSH_IDLE_S:-90}
+SSH_MAX_IDLE=${SSH_MAX_IDLE:-64}
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 isnum() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-for v in N DROPS WORKERS RATE BURST MAX_HANDSHAKES GAP_MIN_MS GAP_MAX_MS SETTLE_S IDLE_S PASS_TIMEOUT_S; do
+for v in N DROPS WORKERS RATE BURST MAX_HANDSHAKES SSH_IDLE_S SSH_MAX_IDLE GAP_MIN_MS GAP_MAX_MS SETTLE_S IDLE_S PASS_TIMEOUT_S; do
   isnum "${!v}" || die "$v must be a whole number (got '${!v}')"
 done
 if [ "$N" -lt 1 ] || [ "$N" -gt 20000 ]; then die "N must be 1..20000"; fi
@@ -419,7 +421,8 @@ busy_t0=$(machine_busy)
 t0=$EPOCHREALTIME
 env -u SSH_AUTH_SOCK HOME="$DIR" CHOM_LOG="$LOG_FILTER" \
   "$CHOM" --log-format json daemon --inventory "$INV" --known-hosts "$WORK/known_hosts" \
-  --workers "$WORKERS" --rate "$RATE" --burst "$BURST" --max-handshakes "$MAX_HANDSHAKES" "${EXTRA_ARGS[@]}" \
+  --workers "$WORKERS" --rate "$RATE" --burst "$BURST" --max-handshakes "$MAX_HANDSHAKES" \
+  --ssh-idle-timeout "${SSH_IDLE_S}s" --ssh-max-idle "$SSH_MAX_IDLE" "${EXTRA_ARGS[@]}" \
   </dev/null 2> "$LOG" &
 CHOM_PID=$!
 log "daemon $CHOM_PID started; waiting for $N servers to be Ready (timeout ${PASS_TIMEOUT_S}s)"
@@ -502,7 +505,7 @@ rss_closed="-"; conns_closed="-"; closed_cpu_ms="-"; closed_sw="-"; closed_win_c
 if [ "$IDLE_CLOSE" = 1 ]; then
   # the last connection use was the last reconcile; wait until its idle timeout + 30 s
   last_fin=$(H summary "$LOG" 0 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["last_finished_s"])')
-  until_s=$(awk -v l="$last_fin" -v now="$EPOCHREALTIME" -v t="$IDLE_TIMEOUT_S" 'BEGIN { w = l + t + 30 - now; printf "%d", (w > 0 ? w : 0) }')
+  until_s=$(awk -v l="$last_fin" -v now="$EPOCHREALTIME" -v t="$SSH_IDLE_S" 'BEGIN { w = l + t + 30 - now; printf "%d", (w > 0 ? w : 0) }')
   log "waiting ${until_s}s for the pooled connections to idle-close"
   cc0=$(cpu_ticks "$CHOM_PID")
   sleep "$until_s"
@@ -547,7 +550,7 @@ if [ "$rss_closed" != - ]; then
 fi
 cat <<EOF
 
-### chom daemon, N=$N servers on one loopback sshd (workers $WORKERS, rate $RATE, burst $BURST, max-handshakes $MAX_HANDSHAKES${DAEMON_ARGS:+, $DAEMON_ARGS})
+### chom daemon, N=$N servers on one loopback sshd (workers $WORKERS, rate $RATE, burst $BURST, max-handshakes $MAX_HANDSHAKES, ssh-idle-timeout ${SSH_IDLE_S}s, ssh-max-idle $SSH_MAX_IDLE${DAEMON_ARGS:+, $DAEMON_ARGS})
 
 | what | result | target | met |
 |---|---|---|---|

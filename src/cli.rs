@@ -146,6 +146,10 @@ pub struct SshArgs {
     /// ~85 KiB and a keepalive every 15 s.
     #[arg(long, default_value = "90s", value_name = "DURATION", value_parser = parse_duration)]
     pub ssh_idle_timeout: std::time::Duration,
+    /// Idle SSH connections kept open at most; beyond it the least recently used close as
+    /// soon as they turn idle, which bounds memory on large fleets.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub ssh_max_idle: usize,
     /// age identity that decrypts secrets.d/ [default: $CHOM_AGE_IDENTITY, else the
     /// systemd credential `age-identity`]. Must not be readable by group or others.
     #[arg(long, value_name = "FILE")]
@@ -168,6 +172,7 @@ impl SshArgs {
             max_handshakes_in_flight: self.max_handshakes.max(1),
             handshake_rate: self.handshake_rate,
             idle_timeout: self.ssh_idle_timeout,
+            max_idle_connections: self.ssh_max_idle,
             ..crate::ssh::TransportConfig::default()
         };
         crate::ssh::Transport::new(config)

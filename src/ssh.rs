@@ -48,6 +48,9 @@ pub struct TransportConfig {
     pub keepalive_interval: Duration,
     /// Pooled connections unused this long are closed (default 5 min).
     pub idle_timeout: Duration,
+    /// Idle pooled connections kept open at most (default 64); beyond it the least recently
+    /// used are closed as soon as they turn idle. Each open connection holds ~85 KiB.
+    pub max_idle_connections: usize,
     /// Fleet-wide cap on handshakes in progress (default 10, OpenSSH's MaxStartups start).
     pub max_handshakes_in_flight: usize,
     /// New handshakes started per second, fleet-wide (default 200; 0 = unpaced).
@@ -71,6 +74,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(300),
+            max_idle_connections: 64,
             max_handshakes_in_flight: 10,
             handshake_rate: 200,
             max_channels_per_connection: 8,
@@ -116,8 +120,8 @@ impl Transport {
         let stop = CancellationToken::new();
         Transport {
             gate: Gate::new(config.max_handshakes_in_flight, config.handshake_rate),
+            pool: Arc::new(Pool::new(config.max_idle_connections)),
             config,
-            pool: Arc::new(Pool::default()),
             known_hosts: KnownHostsCache::default(),
             reaper_started: AtomicBool::new(false),
             _reaper_guard: stop.clone().drop_guard(),
@@ -241,6 +245,7 @@ impl Transport {
             handle,
             target.clone(),
             self.config.max_channels_per_connection,
+            Arc::clone(&self.pool.census),
         ))
     }
 

@@ -379,6 +379,43 @@ async fn idle_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn idle_connections_beyond_the_cap_close_least_recently_used_first() {
+    let sshd = Sshd::start_with(5);
+    let transport = Transport::new(TransportConfig {
+        max_idle_connections: 2,
+        ..config(&sshd)
+    });
+    let targets: Vec<_> = sshd
+        .addresses
+        .iter()
+        .skip(1)
+        .map(|addr| target(&sshd, &format!("srv-{addr}"), &addr.to_string()))
+        .collect();
+    assert_eq!(targets.len(), 5);
+    let mut sessions = Vec::new();
+    for t in &targets {
+        let out = transport.exec(t, request("echo $SSH_CONNECTION")).await.unwrap();
+        sessions.push(out.stdout);
+    }
+    let waited = Instant::now();
+    while transport.open_connections() > 2 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(transport.open_connections(), 2);
+    // The two used last kept their connections (same client port); the first one connects again.
+    for (i, t) in targets.iter().enumerate().skip(3) {
+        let again = transport.exec(t, request("echo $SSH_CONNECTION")).await.unwrap();
+        assert_eq!(again.stdout, sessions[i], "{} was closed", t.name);
+    }
+    let first = transport
+        .exec(&targets[0], request("echo $SSH_CONNECTION"))
+        .await
+        .unwrap();
+    assert_ne!(first.stdout, sessions[0]);
+    transport.close_all().await;
+}
+
+#[tokio::test]
 async fn fifty_targets_on_one_sshd_all_succeed_thanks_to_pacing() {
     let sshd = Sshd::start_with(50);
     let transport = Arc::new(Transport::new(config(&sshd)));

@@ -115,6 +115,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         max_handshakes: 10,
         handshake_rate: 200,
         ssh_idle_timeout: std::time::Duration::from_secs(90),
+        ssh_max_idle: 64,
         age_identity: None,
     };
     let config = args.tuning.config(&tree, root.join(".chom"));

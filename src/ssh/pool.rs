@@ -1,5 +1,7 @@
 //! The connection pool: one live connection per target, leases that mark it busy, and the idle
-//! reaper. Owns connection lifetimes and must not know how connections are opened or used.
+//! reaper, which closes connections unused for the idle timeout and the least recently used
+//! ones beyond the idle cap. Owns connection lifetimes and must not know how connections are
+//! opened or used.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use russh::client::Handle;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -44,16 +46,28 @@ pub(crate) struct Conn {
     target: Target,
     last_used: Mutex<Instant>,
     busy: AtomicUsize,
+    census: Arc<Census>,
+}
+
+/// What the reaper needs to hear from connections without holding the pool.
+#[derive(Default)]
+pub(crate) struct Census {
+    /// Connections alive (installed and not yet dropped).
+    live: AtomicUsize,
+    /// Signalled when a connection's last lease ends.
+    turned_idle: Notify,
 }
 
 impl Conn {
-    pub(crate) fn new(handle: Handle<Checker>, target: Target, max_channels: usize) -> Conn {
+    pub(crate) fn new(handle: Handle<Checker>, target: Target, max_channels: usize, census: Arc<Census>) -> Conn {
+        census.live.fetch_add(1, Ordering::SeqCst);
         Conn {
             handle,
             channels: Semaphore::new(max_channels.max(1)),
             target,
             last_used: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
+            census,
         }
     }
 
@@ -76,6 +90,12 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.census.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A connection in use. While any lease exists the reaper leaves the connection alone; dropping
 /// the last one restarts its idle clock.
 pub(crate) struct Lease {
@@ -92,7 +112,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         *lock(&self.conn.last_used) = Instant::now();
-        self.conn.busy.fetch_sub(1, Ordering::SeqCst);
+        if self.conn.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.conn.census.turned_idle.notify_one();
+        }
     }
 }
 
@@ -137,12 +159,26 @@ impl Slot {
 
 /// All slots. Slots are never removed: a caller may hold one while another removes it, and the
 /// connection it then installs would escape the reaper and the metrics.
-#[derive(Default)]
 pub(crate) struct Pool {
     slots: Mutex<HashMap<Key, Arc<Slot>>>,
+    /// Idle connections kept open at most; the least recently used beyond it are closed.
+    max_idle: usize,
+    pub(crate) census: Arc<Census>,
 }
 
 impl Pool {
+    pub(crate) fn new(max_idle: usize) -> Pool {
+        Pool {
+            slots: Mutex::default(),
+            max_idle,
+            census: Arc::default(),
+        }
+    }
+
+    fn over_idle_cap(&self) -> bool {
+        self.census.live.load(Ordering::SeqCst) > self.max_idle
+    }
+
     pub(crate) fn slot(&self, target: &Target) -> Arc<Slot> {
         Arc::clone(lock(&self.slots).entry(Key::of(target)).or_default())
     }
@@ -176,27 +212,54 @@ impl Pool {
         }
     }
 
-    /// Closes idle and dead connections; returns when the next one could expire.
+    /// Closes dead connections, those idle for `idle_timeout`, and the least recently used idle
+    /// ones beyond the idle cap; returns when the next one could expire.
     async fn reap(&self, idle_timeout: Duration) -> Instant {
         let now = Instant::now();
         let mut next = now + idle_timeout;
         let mut expired = Vec::new();
+        let mut idle = Vec::new();
         for slot in self.all() {
             let mut guard = lock(&slot.conn);
             let Some(conn) = guard.as_ref() else { continue };
             if conn.handle.is_closed() {
                 guard.take();
             } else if !conn.is_busy() {
-                let expiry = conn.idle_since() + idle_timeout;
+                let since = conn.idle_since();
+                let expiry = since + idle_timeout;
                 if expiry <= now {
                     expired.extend(guard.take());
                 } else {
                     next = next.min(expiry);
+                    drop(guard);
+                    idle.push((since, slot));
+                }
+            }
+        }
+        let excess = idle.len().saturating_sub(self.max_idle);
+        let mut evicted = Vec::new();
+        if excess > 0 {
+            idle.sort_by_key(|(since, _)| *since);
+            for (since, slot) in idle.into_iter().take(excess) {
+                let mut guard = lock(&slot.conn);
+                // Leased or used again since the scan: it is not the least recently used any more.
+                if guard.as_ref().is_some_and(|c| !c.is_busy() && c.idle_since() == since) {
+                    evicted.extend(guard.take());
                 }
             }
         }
         for conn in expired {
             tracing::debug!(host = %conn.target.host, "closing idle ssh connection");
+            conn.close("idle").await;
+        }
+        if !evicted.is_empty() {
+            tracing::debug!(
+                closed = evicted.len(),
+                max_idle = self.max_idle,
+                "closing least recently used idle ssh connections beyond the idle cap"
+            );
+        }
+        for conn in evicted {
             conn.close("idle").await;
         }
         next
@@ -214,16 +277,23 @@ pub(crate) async fn retire(conn: Option<Arc<Conn>>) {
 }
 
 /// Spawns the single reaper task. It holds only a weak reference, so dropping the transport
-/// frees the pool; the token stops the task at once instead of at its next wake-up.
+/// frees the pool; the token stops the task at once instead of at its next wake-up. It wakes
+/// when the next connection could expire, and when a connection turns idle while more are
+/// alive than the idle cap allows.
 pub(crate) fn spawn_reaper(pool: Weak<Pool>, idle_timeout: Duration, stop: CancellationToken) {
     tokio::spawn(async move {
+        let mut wake = Instant::now();
         loop {
             let Some(strong) = pool.upgrade() else { return };
-            let wake = strong.reap(idle_timeout).await;
+            if wake <= Instant::now() || strong.over_idle_cap() {
+                wake = strong.reap(idle_timeout).await;
+            }
+            let census = Arc::clone(&strong.census);
             drop(strong);
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep_until(wake) => {}
+                () = census.turned_idle.notified() => {}
             }
         }
     });
