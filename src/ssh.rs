@@ -51,6 +51,9 @@ pub struct TransportConfig {
     /// Idle pooled connections kept open at most (default 64); beyond it the least recently
     /// used are closed as soon as they turn idle. Each open connection holds ~85 KiB.
     pub max_idle_connections: usize,
+    /// A connection idle for less than this is never closed for the cap (default 5 s), so a
+    /// server between two steps of one reconcile keeps its connection.
+    pub idle_cap_grace: Duration,
     /// Fleet-wide cap on handshakes in progress (default 10, OpenSSH's MaxStartups start).
     pub max_handshakes_in_flight: usize,
     /// New handshakes started per second, fleet-wide (default 200; 0 = unpaced).
@@ -75,6 +78,7 @@ impl Default for TransportConfig {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(300),
             max_idle_connections: 64,
+            idle_cap_grace: Duration::from_secs(5),
             max_handshakes_in_flight: 10,
             handshake_rate: 200,
             max_channels_per_connection: 8,
@@ -120,7 +124,7 @@ impl Transport {
         let stop = CancellationToken::new();
         Transport {
             gate: Gate::new(config.max_handshakes_in_flight, config.handshake_rate),
-            pool: Arc::new(Pool::new(config.max_idle_connections)),
+            pool: Arc::new(Pool::new(config.max_idle_connections, config.idle_cap_grace)),
             config,
             known_hosts: KnownHostsCache::default(),
             reaper_started: AtomicBool::new(false),

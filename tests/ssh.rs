@@ -383,6 +383,7 @@ async fn idle_connections_beyond_the_cap_close_least_recently_used_first() {
     let sshd = Sshd::start_with(5);
     let transport = Transport::new(TransportConfig {
         max_idle_connections: 2,
+        idle_cap_grace: Duration::ZERO,
         ..config(&sshd)
     });
     let targets: Vec<_> = sshd
@@ -413,6 +414,31 @@ async fn idle_connections_beyond_the_cap_close_least_recently_used_first() {
         .unwrap();
     assert_ne!(first.stdout, sessions[0]);
     transport.close_all().await;
+}
+
+#[tokio::test]
+async fn a_connection_just_used_outlives_the_idle_cap_until_its_grace_ends() {
+    let sshd = Sshd::start();
+    let transport = Transport::new(TransportConfig {
+        max_idle_connections: 0,
+        idle_cap_grace: Duration::from_secs(1),
+        ..config(&sshd)
+    });
+    let t = target(&sshd, "web1", "127.0.0.1");
+    let used = Instant::now();
+    let first = transport.exec(&t, request("echo $SSH_CONNECTION")).await.unwrap();
+    // The next step of the same reconcile comes within the grace: same connection.
+    let second = transport.exec(&t, request("echo $SSH_CONNECTION")).await.unwrap();
+    assert_eq!(first.stdout, second.stdout);
+    let waited = Instant::now();
+    while transport.open_connections() > 0 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(transport.open_connections(), 0, "closed once the grace ended");
+    assert!(
+        used.elapsed() >= Duration::from_secs(1),
+        "closed before its grace ended"
+    );
 }
 
 #[tokio::test]

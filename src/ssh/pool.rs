@@ -163,14 +163,18 @@ pub(crate) struct Pool {
     slots: Mutex<HashMap<Key, Arc<Slot>>>,
     /// Idle connections kept open at most; the least recently used beyond it are closed.
     max_idle: usize,
+    /// Connections idle for less than this stay open whatever the cap: a server between two
+    /// steps of one reconcile (detect, then its components) must not lose its connection.
+    grace: Duration,
     pub(crate) census: Arc<Census>,
 }
 
 impl Pool {
-    pub(crate) fn new(max_idle: usize) -> Pool {
+    pub(crate) fn new(max_idle: usize, grace: Duration) -> Pool {
         Pool {
             slots: Mutex::default(),
             max_idle,
+            grace,
             census: Arc::default(),
         }
     }
@@ -213,7 +217,8 @@ impl Pool {
     }
 
     /// Closes dead connections, those idle for `idle_timeout`, and the least recently used idle
-    /// ones beyond the idle cap; returns when the next one could expire.
+    /// ones beyond the idle cap once their grace has passed; returns when the next one could
+    /// expire.
     async fn reap(&self, idle_timeout: Duration) -> Instant {
         let now = Instant::now();
         let mut next = now + idle_timeout;
@@ -241,6 +246,11 @@ impl Pool {
         if excess > 0 {
             idle.sort_by_key(|(since, _)| *since);
             for (since, slot) in idle.into_iter().take(excess) {
+                if since + self.grace > now {
+                    // The rest are younger still; look again when this one's grace ends.
+                    next = next.min(since + self.grace);
+                    break;
+                }
                 let mut guard = lock(&slot.conn);
                 // Leased or used again since the scan: it is not the least recently used any more.
                 if guard.as_ref().is_some_and(|c| !c.is_busy() && c.idle_since() == since) {
