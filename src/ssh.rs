@@ -51,7 +51,7 @@ pub struct TransportConfig {
     /// Idle pooled connections kept open at most (default 64); beyond it the least recently
     /// used are closed as soon as they turn idle. Each open connection holds ~85 KiB.
     pub max_idle_connections: usize,
-    /// A connection idle for less than this is never closed for the cap (default 5 s), so a
+    /// A connection idle for less than this is never closed for the cap (default 1 s), so a
     /// server between two steps of one reconcile keeps its connection.
     pub idle_cap_grace: Duration,
     /// Fleet-wide cap on handshakes in progress (default 10, OpenSSH's MaxStartups start).
@@ -78,7 +78,7 @@ impl Default for TransportConfig {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(300),
             max_idle_connections: 64,
-            idle_cap_grace: Duration::from_secs(5),
+            idle_cap_grace: Duration::from_secs(1),
             max_handshakes_in_flight: 10,
             handshake_rate: 200,
             max_channels_per_connection: 8,
