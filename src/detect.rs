@@ -92,11 +92,17 @@ fn resolve_path(file: &str, base: &Path) -> PathBuf {
     if path.is_absolute() { path } else { base.join(path) }
 }
 
-/// Runs the probe on one target in one round trip and parses what it printed.
-pub async fn probe(transport: &Transport, target: &Target) -> Result<Hardware, DetectError> {
+/// Runs the probe on one target in one round trip and parses what it printed. `previous`
+/// is the hardware the last detection recorded, which spares the probe the facts that
+/// cannot have changed since (see [`facts::probe_input`]).
+pub async fn probe(
+    transport: &Transport,
+    target: &Target,
+    previous: Option<&Hardware>,
+) -> Result<Hardware, DetectError> {
     let request = ExecRequest {
         command: facts::PROBE_COMMAND.to_owned(),
-        stdin: facts::PROBE_SCRIPT.as_bytes().to_vec(),
+        stdin: facts::probe_input(previous),
         deadline: PROBE_DEADLINE,
         // Everything the probe reads is world-readable; no root needed.
         sudo: false,
@@ -224,13 +230,14 @@ pub async fn detect_server(
         hardware_changes: Vec::new(),
         error: None,
     };
-    match probe(transport, &target).await {
+    let previous = previous_hardware(entry);
+    match probe(transport, &target, previous.as_ref()).await {
         Ok(hw) => {
             let specs = judge::specs(&hw, entry.server.spec.expected_specs.as_ref());
             let role = inventory.role_of(&entry.server);
             let req = judge::requirements(&hw, role.and_then(|r| r.spec.requirements.as_ref()));
-            if let Some(before) = previous_hardware(entry) {
-                detection.hardware_changes = judge::changes(&before, &hw);
+            if let Some(before) = &previous {
+                detection.hardware_changes = judge::changes(before, &hw);
             }
             detection.status = if !req.ok {
                 Health::Fail

@@ -58,6 +58,11 @@ pub struct Hardware {
     /// unidentified hypervisor). Absent on bare metal or when nothing points to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtualization: Option<String>,
+    /// The kernel's boot ID (`/proc/sys/kernel/random/boot_id`); a new one means the server
+    /// rebooted. While it stays the same, the next detection reuses `virtualization`,
+    /// which cannot change without a reboot, instead of running `systemd-detect-virt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// The cgroup limits below the host's own figures (which it also holds), even one
     /// that rounding hides: a 1.5-CPU quota on a 2-CPU host leaves `cpu` at 2. Absent
     /// when no cgroup limit constrains this login.
@@ -168,8 +173,38 @@ pub fn parse_probe(output: &str) -> Result<Hardware, ProbeError> {
         os: sections::os_release(sections.get("os-release")),
         kernel: kernel.to_owned(),
         virtualization: virt::detect(sections.get("virt"), kernel),
+        boot_id: sections::first_line(sections.get("boot-id"))
+            .filter(|id| is_boot_id(id))
+            .map(str::to_owned),
         limits,
     })
+}
+
+/// What the probe reads on its standard input: the script, preceded by what the last
+/// detection recorded (`previous`) so that the probe can skip what cannot have changed.
+/// Values that could not have come from a probe (an edited status file) are left out.
+pub fn probe_input(previous: Option<&Hardware>) -> Vec<u8> {
+    let mut input = String::new();
+    if let Some(hw) = previous
+        && let Some(boot_id) = hw.boot_id.as_deref().filter(|id| is_boot_id(id))
+    {
+        let virt = hw.virtualization.as_deref().unwrap_or("none");
+        let plain = !virt.is_empty()
+            && virt.len() <= 32
+            && virt
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if plain {
+            input.push_str(&format!("chom_known_boot={boot_id}\nchom_known_virt={virt}\n"));
+        }
+    }
+    input.push_str(PROBE_SCRIPT);
+    input.into_bytes()
+}
+
+/// A boot ID as the kernel prints it: a UUID, hex digits and dashes.
+fn is_boot_id(id: &str) -> bool {
+    id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// `df -BG` rounds up, so a "40 GB" disk whose filesystem keeps 38.7 GiB reads 39, not 38.

@@ -165,6 +165,7 @@ mod tests {
             },
             kernel: "6.1.0".into(),
             virtualization: Some("kvm".into()),
+            boot_id: None,
             limits: None,
         }
     }

@@ -116,7 +116,7 @@ async fn run_pass(
         ReconcileResult::Blocked
     } else {
         let target = detect::target_for(entry, &ctx.base);
-        match detect::probe(&ctx.transport, &target).await {
+        match detect::probe(&ctx.transport, &target, status.hardware.as_ref()).await {
             Err(error) => unreachable(&mut status, &error, generation, started),
             Ok(hw) => {
                 if let Some(before) = &status.hardware {

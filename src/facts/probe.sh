@@ -7,6 +7,9 @@
 # every server at each interval, so files are read with shell builtins and only
 # what the shell cannot do itself (nproc, df, uname, systemd-detect-virt) runs
 # as a program.
+#
+# chom may put two assignments before the script: chom_known_boot and
+# chom_known_virt, the boot ID and virtualization its last detection recorded.
 chom_cat() {
   while IFS= read -r chom_line || [ -n "$chom_line" ]; do
     printf '%s\n' "$chom_line"
@@ -59,8 +62,19 @@ chom_probe() {
   # systemd-detect-virt knows best, and its answer is final; the hints below
   # are what it looks at itself, for hosts without it (Alpine, old or minimal
   # images).
+  chom_boot=
+  [ -r /proc/sys/kernel/random/boot_id ] && read -r chom_boot </proc/sys/kernel/random/boot_id
+  printf '%s\n' '@@chom:boot-id' "$chom_boot"
+
   printf '%s\n' '@@chom:virt'
   (
+    # Still the boot the last detection saw (chom passes it in): the virtualization cannot
+    # have changed without a reboot, so systemd-detect-virt, the probe's dearest step, is
+    # skipped.
+    if [ -n "$chom_boot" ] && [ "${chom_known_boot:-}" = "$chom_boot" ] && [ -n "${chom_known_virt:-}" ]; then
+      printf 'systemd-detect-virt=%s\n' "$chom_known_virt"
+      exit 0
+    fi
     if command -v systemd-detect-virt >/dev/null; then
       v=$(systemd-detect-virt)
       if [ -n "$v" ]; then

@@ -66,6 +66,7 @@ fn hardware(
         os,
         kernel: kernel.to_owned(),
         virtualization: virtualization.map(str::to_owned),
+        boot_id: None,
         limits: None,
     }
 }
@@ -189,16 +190,19 @@ fn openvz_limit_equal_to_the_shown_ram_is_no_limit() {
 
 #[test]
 fn this_machine_under_dash_and_busybox() {
-    let expected = hardware(
-        2,
-        24105,
-        252,
-        79,
-        "x86_64",
-        debian_12(),
-        "6.18.44-fc-v857",
-        Some("docker"),
-    );
+    let expected = Hardware {
+        boot_id: Some("3f1c9a52-7d0e-4b8e-9a61-2c5d4e6f7a80".to_owned()),
+        ..hardware(
+            2,
+            24105,
+            252,
+            79,
+            "x86_64",
+            debian_12(),
+            "6.18.44-fc-v857",
+            Some("docker"),
+        )
+    };
     // coreutils and busybox print df differently; the figures are the same.
     assert_eq!(parsed("this-machine-dash"), expected);
     assert_eq!(parsed("this-machine-busybox"), expected);
@@ -309,6 +313,7 @@ fn optional_sections_may_be_missing() {
             },
             kernel: "unknown".to_owned(),
             virtualization: None,
+            boot_id: None,
             limits: None,
         }
     );
@@ -556,4 +561,66 @@ fn probe_script_is_posix_sh() {
         .expect("script written");
     let output = child.wait_with_output().expect("shellcheck ran");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn the_probe_input_carries_the_last_boot_id_and_virtualization() {
+    let boot = "3f1c9a52-7d0e-4b8e-9a61-2c5d4e6f7a80";
+    let last = Hardware {
+        boot_id: Some(boot.to_owned()),
+        ..hardware(2, 2048, 10, 5, "x86_64", debian_12(), "6.1.0", Some("kvm"))
+    };
+    let input = String::from_utf8(probe_input(Some(&last))).unwrap();
+    assert_eq!(
+        input,
+        format!("chom_known_boot={boot}\nchom_known_virt=kvm\n{PROBE_SCRIPT}")
+    );
+    // Bare metal is remembered as systemd-detect-virt names it.
+    let metal = Hardware {
+        virtualization: None,
+        ..last.clone()
+    };
+    let input = String::from_utf8(probe_input(Some(&metal))).unwrap();
+    assert!(input.starts_with(&format!("chom_known_boot={boot}\nchom_known_virt=none\n")));
+    // Nothing known, or values no probe prints (a hand-edited status file): the bare script.
+    assert_eq!(probe_input(None), PROBE_SCRIPT.as_bytes());
+    for (boot_id, virt) in [
+        (None, Some("kvm")),
+        (Some("$(reboot)"), Some("kvm")),
+        (Some(boot), Some("kvm; reboot")),
+        (Some(boot), Some("")),
+    ] {
+        let odd = Hardware {
+            boot_id: boot_id.map(str::to_owned),
+            virtualization: virt.map(str::to_owned),
+            ..last.clone()
+        };
+        assert_eq!(probe_input(Some(&odd)), PROBE_SCRIPT.as_bytes(), "{boot_id:?} {virt:?}");
+    }
+}
+
+#[test]
+fn the_probe_reuses_the_virtualization_only_within_the_same_boot() {
+    let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+        return;
+    };
+    let boot = boot.trim();
+    let fresh = parse_probe(&run_probe("sh", &["-s"], PROBE_SCRIPT).expect("sh exists")).unwrap();
+    assert_eq!(fresh.boot_id.as_deref(), Some(boot));
+    // Same boot: the recorded answer is taken as it is, even one no host would give.
+    let same = Hardware {
+        virtualization: Some("bhyve".to_owned()),
+        ..fresh.clone()
+    };
+    let input = String::from_utf8(probe_input(Some(&same))).unwrap();
+    let output = run_probe("sh", &["-s"], &input).expect("sh exists");
+    assert_eq!(parse_probe(&output).unwrap().virtualization.as_deref(), Some("bhyve"));
+    // Another boot: detected again.
+    let rebooted = Hardware {
+        boot_id: Some("00000000-0000-0000-0000-000000000000".to_owned()),
+        ..same
+    };
+    let input = String::from_utf8(probe_input(Some(&rebooted))).unwrap();
+    let output = run_probe("sh", &["-s"], &input).expect("sh exists");
+    assert_eq!(parse_probe(&output).unwrap().virtualization, fresh.virtualization);
 }
