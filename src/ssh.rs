@@ -49,7 +49,7 @@ pub struct TransportConfig {
     /// Pooled connections unused this long are closed (default 5 min).
     pub idle_timeout: Duration,
     /// Idle pooled connections kept open at most (default 64); beyond it the least recently
-    /// used are closed as soon as they turn idle. Each open connection holds ~85 KiB.
+    /// used are closed once idle for `idle_cap_grace`. Each open connection holds ~85 KiB.
     pub max_idle_connections: usize,
     /// A connection idle for less than this is never closed for the cap (default 1 s), so a
     /// server between two steps of one reconcile keeps its connection.
