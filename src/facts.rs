@@ -25,7 +25,7 @@ use sections::Sections;
 pub const PROBE_SCRIPT: &str = include_str!("facts/probe.sh");
 
 /// The remote command that [`PROBE_SCRIPT`] is fed to on its standard input.
-pub const PROBE_COMMAND: &str = "sh -s";
+pub const PROBE_COMMAND: &str = crate::ssh::SCRIPT_ON_STDIN;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -127,10 +127,12 @@ pub enum ProbeError {
 pub fn parse_probe(output: &str) -> Result<Hardware, ProbeError> {
     let sections = Sections::split(output);
 
-    let host_cpu = sections::cpus(sections.get("cpus")).ok_or(ProbeError::Missing {
-        section: "cpus",
-        what: "vCPU count",
-    })?;
+    let host_cpu = sections::cpu_lists(sections.get("cpu-lists"))
+        .or_else(|| sections::cpus(sections.get("cpus")))
+        .ok_or(ProbeError::Missing {
+            section: "cpus",
+            what: "vCPU count",
+        })?;
     let mem_total_kib = sections::mem_total_kib(sections.get("meminfo")).ok_or(ProbeError::Missing {
         section: "meminfo",
         what: "MemTotal",

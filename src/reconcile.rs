@@ -738,7 +738,7 @@ pub(crate) async fn execute(
 ) -> Result<ExecOutput, crate::ssh::SshError> {
     let c = run.component;
     let request = ExecRequest {
-        command: "sh -s".to_owned(),
+        command: crate::ssh::SCRIPT_ON_STDIN.to_owned(),
         stdin: component::stdin_for(run, script),
         deadline: if c.timeout.is_zero() {
             Duration::from_secs(600)

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use error::SshError;
-pub use exec::{ExecOutput, ExecRequest, Exit, remote_command, with_truncation_marker};
+pub use exec::{ExecOutput, ExecRequest, Exit, SCRIPT_ON_STDIN, remote_command, with_truncation_marker};
 pub use host_key::fingerprint;
 /// The host key type returned by [`fetch_host_key`] and accepted by [`fingerprint`].
 pub use russh::keys::ssh_key::PublicKey;

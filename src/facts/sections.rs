@@ -1,5 +1,5 @@
 //! Splitting the probe output into its marked sections, and reading the plain ones
-//! (cpus, meminfo, df, uname, os-release).
+//! (cpus, cpu-lists, meminfo, df, uname, os-release).
 
 use super::OsInfo;
 
@@ -44,6 +44,45 @@ pub(super) fn first_line<'a>(lines: &[&'a str]) -> Option<&'a str> {
 /// The vCPU count; zero is no answer (`grep -c` prints 0 when /proc/cpuinfo is missing).
 pub(super) fn cpus(lines: &[&str]) -> Option<u32> {
     first_line(lines)?.parse().ok().filter(|n| *n > 0)
+}
+
+/// The vCPU count from the `cpu-lists` section, as `nproc` counts it: the CPUs in the probing
+/// shell's affinity (`Cpus_allowed_list`, which honours cpusets) that are also online. A
+/// missing or unreadable online list counts the affinity alone.
+pub(super) fn cpu_lists(lines: &[&str]) -> Option<u32> {
+    let list = |key: &str| {
+        lines
+            .iter()
+            .find_map(|line| line.trim().strip_prefix(key))
+            .and_then(|value| cpu_list(value.trim()))
+    };
+    let allowed = list("allowed:")?;
+    let count = match list("online:") {
+        Some(online) => allowed.iter().filter(|cpu| online.contains(cpu)).count(),
+        None => allowed.len(),
+    };
+    u32::try_from(count).ok().filter(|n| *n > 0)
+}
+
+/// The kernel's CPU list format, `0-3,8,10-11`, as sorted CPU numbers; `None` when malformed.
+/// Bounded by [`MAX_CPUS`], far above any machine, so a garbled range cannot allocate much.
+fn cpu_list(text: &str) -> Option<std::collections::BTreeSet<u32>> {
+    const MAX_CPUS: u32 = 1 << 16;
+    let mut cpus = std::collections::BTreeSet::new();
+    for part in text.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let n = part.parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        if first > last || last >= MAX_CPUS {
+            return None;
+        }
+        cpus.extend(first..=last);
+    }
+    Some(cpus)
 }
 
 /// `MemTotal` in KiB (the kernel's "kB").

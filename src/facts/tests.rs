@@ -294,6 +294,37 @@ fn missing_essentials_are_errors_naming_the_section() {
     assert!(message.contains("lacks /proc"), "{message}");
 }
 
+/// The affinity and online lists count as nproc does; the `cpus` number is the fallback.
+#[test]
+fn cpu_lists_count_the_allowed_cpus_that_are_online() {
+    let cpus = |lists: &str| {
+        let text = format!(
+            "@@chom:cpu-lists\n{lists}\n{}",
+            probe_text("7", "MemTotal: 2097152 kB", &[])
+        );
+        parse_probe(&text).expect("parses").cpu
+    };
+    assert_eq!(cpus("allowed:\t0-3\nonline:0-3"), 4);
+    // A cpuset of CPUs 2, 4 and 5 on a host with 0-7 online.
+    assert_eq!(cpus("allowed:\t2,4-5\nonline:0-7"), 3);
+    // CPU 3 offline: the affinity mask still lists it, nproc does not count it.
+    assert_eq!(cpus("allowed:\t0-7\nonline:0-2,4-7"), 7);
+    assert_eq!(cpus("allowed:\t0-1\nonline:"), 2);
+    assert_eq!(cpus("allowed:\t0-1"), 2);
+    // Garbled or empty lists fall back to the `cpus` section.
+    for bad in [
+        "allowed:",
+        "allowed:\t1-0",
+        "allowed:\tx",
+        "allowed:\t0-99999999",
+        "allowed:\t0,,1",
+    ] {
+        assert_eq!(cpus(bad), 7, "{bad}");
+    }
+    // No CPU both allowed and online is no answer either.
+    assert_eq!(cpus("allowed:\t4-5\nonline:0-3"), 7);
+}
+
 #[test]
 fn optional_sections_may_be_missing() {
     let text = probe_text("3", "MemTotal: 2097152 kB", &[]);

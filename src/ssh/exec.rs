@@ -88,11 +88,16 @@ pub fn with_truncation_marker(bytes: &[u8], dropped: u64) -> String {
     text
 }
 
-/// Runs `$1` under a server-side deadline of `$0` seconds when coreutils/busybox `timeout` is
-/// there, else plainly. `timeout` ends up as the session's process group leader (everything is
-/// `exec`ed), and on expiry it KILLs that whole group, children included.
-const WATCHDOG: &str =
-    r#"if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" sh -c "$1"; fi; exec sh -c "$1""#;
+/// Runs the program and arguments after `$0` under a server-side deadline of `$0` seconds when
+/// coreutils/busybox `timeout` is there, else plainly. `timeout` ends up as the session's process
+/// group leader (everything is `exec`ed), and on expiry it KILLs that whole group, children
+/// included.
+const WATCHDOG: &str = r#"if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" "$@"; fi; exec "$@""#;
+
+/// The command every script chom sends runs as: `sh` reading the script from stdin. The watchdog
+/// starts it directly; any other command line goes through `sh -c`, one more program start on
+/// the server for every command.
+pub const SCRIPT_ON_STDIN: &str = "sh -s";
 
 /// The command line sent to sshd for `command`.
 ///
@@ -107,7 +112,12 @@ const WATCHDOG: &str =
 /// deadline) so it has the rights to kill what it started.
 pub fn remote_command(command: &str, sudo: bool, deadline: Duration) -> String {
     let seconds = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0) + 1;
-    let watched = format!("sh -c {} {seconds} {}", shell_quote(WATCHDOG), shell_quote(command));
+    let program = if command == SCRIPT_ON_STDIN {
+        SCRIPT_ON_STDIN.to_owned()
+    } else {
+        format!("sh -c {}", shell_quote(command))
+    };
+    let watched = format!("sh -c {} {seconds} {program}", shell_quote(WATCHDOG));
     if sudo {
         format!("exec sudo -n -- {watched}")
     } else {
@@ -353,14 +363,34 @@ mod tests {
     fn wrapping_rounds_the_server_deadline_up_and_adds_a_second() {
         let line = remote_command("true", false, Duration::from_millis(1500));
         assert!(line.starts_with("exec sh -c 'if command -v timeout"), "{line}");
-        assert!(line.ends_with(" 3 'true'"), "{line}");
+        assert!(line.ends_with(" 3 sh -c 'true'"), "{line}");
     }
 
     #[test]
     fn sudo_wraps_the_watchdog_so_it_runs_with_root_rights() {
         let line = remote_command("id -u", true, Duration::from_secs(10));
         assert!(line.starts_with("exec sudo -n -- sh -c 'if command"), "{line}");
-        assert!(line.ends_with(" 11 'id -u'"), "{line}");
+        assert!(line.ends_with(" 11 sh -c 'id -u'"), "{line}");
+    }
+
+    #[test]
+    fn a_script_on_stdin_runs_under_the_watchdog_without_another_shell() {
+        let line = remote_command(SCRIPT_ON_STDIN, false, Duration::from_secs(5));
+        assert!(line.ends_with(" 6 sh -s"), "{line}");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"printf '%s|' \"$0\" \"$#\"; exit 3\n").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.stdout, b"sh|0|");
+        assert_eq!(out.status.code(), Some(3));
     }
 
     #[test]
