@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::facts::{self, Hardware, ProbeError};
 use crate::inventory::{Inventory, ServerEntry};
 use crate::judge::{self, Verdict};
-use crate::ssh::{ExecRequest, Exit, SshError, Target, Transport};
+use crate::ssh::{ExecOutput, ExecRequest, Exit, SshError, Target, Transport};
 use crate::status::ServerStatus;
 
 /// How long one probe may take, connection excluded. The script reads a few files under
@@ -100,14 +100,23 @@ pub async fn probe(
     target: &Target,
     previous: Option<&Hardware>,
 ) -> Result<Hardware, DetectError> {
-    let request = ExecRequest {
+    let out = transport.exec(target, probe_request(previous)).await?;
+    probe_outcome(&out)
+}
+
+/// The probe as a command: the script on stdin, with what `previous` spares it.
+pub fn probe_request(previous: Option<&Hardware>) -> ExecRequest {
+    ExecRequest {
         command: facts::PROBE_COMMAND.to_owned(),
         stdin: facts::probe_input(previous),
         deadline: PROBE_DEADLINE,
         // Everything the probe reads is world-readable; no root needed.
         sudo: false,
-    };
-    let out = transport.exec(target, request).await?;
+    }
+}
+
+/// Reads the hardware from what the probe printed, or says why it failed.
+pub fn probe_outcome(out: &ExecOutput) -> Result<Hardware, DetectError> {
     if !out.success() {
         let exit = match &out.exit {
             Exit::Status(code) => format!("exit status {code}"),

@@ -16,7 +16,7 @@ use crate::facts::Hardware;
 use crate::inventory::{Layout, ServerEntry};
 use crate::judge;
 use crate::resource::DriftPolicy;
-use crate::ssh::{ExecOutput, ExecRequest, Exit, Target, Transport};
+use crate::ssh::{ExecOutput, ExecRequest, Exit, Shell, Target, Transport};
 use crate::status::{
     ComponentState, ComponentStatus, ConditionStatus, LastReconcile, ObservedStatus, RECENT_RUNS, ReconcileResult,
     Timestamp, types,
@@ -116,7 +116,12 @@ async fn run_pass(
         ReconcileResult::Blocked
     } else {
         let target = detect::target_for(entry, &ctx.base);
-        match detect::probe(&ctx.transport, &target, status.hardware.as_ref()).await {
+        let mut scripts = Scripts::for_pass(ctx, &target, desired);
+        let probed = match scripts.run(detect::probe_request(status.hardware.as_ref())).await {
+            Ok(out) => detect::probe_outcome(&out),
+            Err(e) => Err(DetectError::from(e)),
+        };
+        let result = match probed {
             Err(error) => unreachable(&mut status, &error, generation, started),
             Ok(hw) => {
                 if let Some(before) = &status.hardware {
@@ -128,7 +133,7 @@ async fn run_pass(
                 }
                 detected(
                     ctx,
-                    &target,
+                    &mut scripts,
                     desired,
                     &hw,
                     &mut status,
@@ -138,7 +143,9 @@ async fn run_pass(
                 )
                 .await
             }
-        }
+        };
+        scripts.finish().await;
+        result
     };
 
     let finished = Timestamp::now();
@@ -228,7 +235,7 @@ fn unreachable(status: &mut ObservedStatus, error: &DetectError, generation: u64
 #[allow(clippy::too_many_arguments)]
 async fn detected(
     ctx: &Context,
-    target: &Target,
+    scripts: &mut Scripts<'_>,
     desired: &DesiredState,
     hw: &Hardware,
     status: &mut ObservedStatus,
@@ -303,7 +310,7 @@ async fn detected(
         }
     };
 
-    let applied = apply_components(ctx, target, desired, status, deployment_id, resolved.as_ref()).await;
+    let applied = apply_components(ctx, scripts, desired, status, deployment_id, resolved.as_ref()).await;
     let (ready, reason, message, result) = match &applied {
         Applied::AllReady => (
             true,
@@ -479,7 +486,7 @@ fn upsert_component(status: &mut ObservedStatus, mut new: ComponentStatus) {
 
 async fn apply_components(
     ctx: &Context,
-    target: &Target,
+    scripts: &mut Scripts<'_>,
     desired: &DesiredState,
     status: &mut ObservedStatus,
     deployment_id: &str,
@@ -534,7 +541,7 @@ async fn apply_components(
             deployment_id,
             secrets,
         };
-        let mut run = execute(ctx, target, run_of(mode), &script).await;
+        let mut run = scripts.execute(run_of(mode), &script).await;
         if mode == Mode::Check
             && let Ok(out) = &run
             && out.exit == Exit::Status(CHECK_WOULD_CHANGE)
@@ -551,7 +558,7 @@ async fn apply_components(
                 continue;
             }
             mode = Mode::Apply;
-            run = execute(ctx, target, run_of(mode), &script).await;
+            run = scripts.execute(run_of(mode), &script).await;
         }
         let elapsed = started.elapsed().as_millis() as u64;
         let entry = match run {
@@ -617,7 +624,7 @@ async fn apply_components(
         upsert_component(status, entry);
     }
     for orphan in orphans {
-        handle_orphan(ctx, target, desired, status, orphan, deployment_id, secrets).await;
+        handle_orphan(ctx, scripts, desired, status, orphan, deployment_id, secrets).await;
     }
     status.components.sort_by_key(|s| {
         desired
@@ -646,7 +653,7 @@ fn exit_text(exit: &Exit) -> String {
 /// script runs once in `remove` mode; only a successful removal drops the entry.
 async fn handle_orphan(
     ctx: &Context,
-    target: &Target,
+    scripts: &mut Scripts<'_>,
     desired: &DesiredState,
     status: &mut ObservedStatus,
     mut orphan: ComponentStatus,
@@ -681,20 +688,14 @@ async fn handle_orphan(
         timeout: crate::desired::DEFAULT_COMPONENT_TIMEOUT,
         script_sha256: None,
     };
-    match execute(
-        ctx,
-        target,
-        Run {
-            server: &desired.name,
-            component: &component,
-            mode: Mode::Remove,
-            deployment_id,
-            secrets,
-        },
-        &script,
-    )
-    .await
-    {
+    let run = Run {
+        server: &desired.name,
+        component: &component,
+        mode: Mode::Remove,
+        deployment_id,
+        secrets,
+    };
+    match scripts.execute(run, &script).await {
         Ok(out) if out.success() => {
             info!(component = %orphan.name, "orphaned component removed (prune)");
             status.components.retain(|c| c.name != orphan.name);
@@ -728,29 +729,101 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
 }
 
 /// Runs one component script over SSH (through `sudo -n` for non-root users), with
-/// its environment and secrets inside stdin and its deadline. The output is redacted
-/// here, before anyone can log or store it: the one chokepoint for remote output.
+/// its environment and secrets inside stdin and its deadline, on a channel of its own.
 pub(crate) async fn execute(
     ctx: &Context,
     target: &Target,
     run: Run<'_>,
     script: &[u8],
 ) -> Result<ExecOutput, crate::ssh::SshError> {
-    let c = run.component;
-    let request = ExecRequest {
-        command: crate::ssh::SCRIPT_ON_STDIN.to_owned(),
-        stdin: component::stdin_for(run, script),
-        deadline: if c.timeout.is_zero() {
-            Duration::from_secs(600)
-        } else {
-            c.timeout
-        },
-        sudo: true,
-    };
-    let mut out = ctx.transport.exec(target, request).await?;
-    if !ctx.redactor.is_empty() {
-        out.stdout = ctx.redactor.redact(&String::from_utf8_lossy(&out.stdout)).into_bytes();
-        out.stderr = ctx.redactor.redact(&String::from_utf8_lossy(&out.stderr)).into_bytes();
+    Scripts::channels(ctx, target).execute(run, script).await
+}
+
+/// A component's deadline; zero in the spec means the default.
+fn component_deadline(timeout: Duration) -> Duration {
+    if timeout.is_zero() {
+        Duration::from_secs(600)
+    } else {
+        timeout
     }
-    Ok(out)
+}
+
+/// Where a pass runs its scripts. On a root login, one shell session carries the probe and
+/// every component of the pass (see [`crate::ssh::Shell`]): the server starts one session per
+/// pass instead of one per script. Otherwise, and once a session has ended, every script gets
+/// a channel of its own (with sudo, the watchdog must run inside it for each script).
+pub(crate) struct Scripts<'a> {
+    ctx: &'a Context,
+    target: &'a Target,
+    /// The budget of the session still to open: the probe's deadline plus twice every
+    /// component's (a check run may be followed by an apply run). `None`: no session.
+    session_budget: Option<Duration>,
+    shell: Option<Shell>,
+}
+
+impl<'a> Scripts<'a> {
+    /// A channel per script.
+    fn channels(ctx: &'a Context, target: &'a Target) -> Scripts<'a> {
+        Scripts {
+            ctx,
+            target,
+            session_budget: None,
+            shell: None,
+        }
+    }
+
+    /// For one pass over `desired`: a session on root logins.
+    fn for_pass(ctx: &'a Context, target: &'a Target, desired: &DesiredState) -> Scripts<'a> {
+        let session_budget = (target.user == "root").then(|| {
+            detect::PROBE_DEADLINE
+                + desired
+                    .components
+                    .iter()
+                    .map(|c| 2 * component_deadline(c.timeout))
+                    .sum::<Duration>()
+        });
+        Scripts {
+            session_budget,
+            ..Scripts::channels(ctx, target)
+        }
+    }
+
+    /// Runs `request` (a script for `sh -s` on stdin) in the session, opening it on first use,
+    /// or on a channel of its own.
+    async fn run(&mut self, request: ExecRequest) -> Result<ExecOutput, crate::ssh::SshError> {
+        debug_assert_eq!(request.command, crate::ssh::SCRIPT_ON_STDIN);
+        if let Some(budget) = self.session_budget.take() {
+            self.shell = Some(self.ctx.transport.shell(self.target, budget).await?);
+        }
+        match &mut self.shell {
+            Some(shell) if shell.is_open() => shell.run(&request.stdin, request.deadline).await,
+            _ => self.ctx.transport.exec(self.target, request).await,
+        }
+    }
+
+    /// Runs one component script with its environment and secrets inside stdin and its
+    /// deadline. The output is redacted here, before anyone can log or store it: the one
+    /// chokepoint for remote output.
+    async fn execute(&mut self, run: Run<'_>, script: &[u8]) -> Result<ExecOutput, crate::ssh::SshError> {
+        let request = ExecRequest {
+            command: crate::ssh::SCRIPT_ON_STDIN.to_owned(),
+            deadline: component_deadline(run.component.timeout),
+            stdin: component::stdin_for(run, script),
+            sudo: true,
+        };
+        let mut out = self.run(request).await?;
+        let redactor = &self.ctx.redactor;
+        if !redactor.is_empty() {
+            out.stdout = redactor.redact(&String::from_utf8_lossy(&out.stdout)).into_bytes();
+            out.stderr = redactor.redact(&String::from_utf8_lossy(&out.stderr)).into_bytes();
+        }
+        Ok(out)
+    }
+
+    /// Ends the session, if one was opened.
+    async fn finish(self) {
+        if let Some(shell) = self.shell {
+            shell.finish().await;
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! Layout: `known_hosts` (file format), `host_key` (trust policy), `auth` (keys and agent),
 //! `connect` (one handshake, pacing, retries), `pool` (reuse and idle reaping), `exec` (one
-//! command on one channel), `error` (what users read).
+//! command on one channel), `shell` (several scripts in turn on one channel), `error` (what
+//! users read).
 
 mod auth;
 mod connect;
@@ -13,6 +14,7 @@ mod exec;
 mod host_key;
 pub mod known_hosts;
 mod pool;
+mod shell;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub use exec::{ExecOutput, ExecRequest, Exit, SCRIPT_ON_STDIN, remote_command, w
 pub use host_key::fingerprint;
 /// The host key type returned by [`fetch_host_key`] and accepted by [`fingerprint`].
 pub use russh::keys::ssh_key::PublicKey;
+pub use shell::Shell;
 
 use auth::Login;
 use connect::{Dial, Gate};
@@ -139,9 +142,6 @@ impl Transport {
     pub async fn exec(&self, target: &Target, req: ExecRequest) -> Result<ExecOutput, SshError> {
         let wrapped = req.sudo && target.user != "root";
         let command = remote_command(&req.command, wrapped, req.deadline);
-        // A pooled connection can die unnoticed (server restarted, NAT dropped it); if opening
-        // the channel fails on it, the command never started, so one retry on a fresh
-        // connection is safe.
         let stdin: Arc<[u8]> = req.stdin.into();
         let mut retried = false;
         loop {
@@ -167,24 +167,77 @@ impl Transport {
                 }
                 Ok(out) => return Ok(out),
                 Err(RunError::Open(source)) => {
-                    let stale = conn.handle.is_closed() || is_gone(&source);
-                    if stale {
-                        self.pool.slot(target).discard(conn);
-                    }
-                    if !stale || retried {
-                        return Err(SshError::Session {
-                            host: target.host.clone(),
-                            port: target.port,
-                            source,
-                        });
-                    }
+                    self.open_failed(target, conn, source, retried)?;
                     retried = true;
-                    tracing::debug!(server = %target.name, error = %source,
-                        "pooled ssh connection was dead, reconnecting");
                 }
                 Err(RunError::Other(e)) => return Err(e),
             }
         }
+    }
+
+    /// Starts a shell session on `target` for several scripts in turn (see [`Shell`]), as the
+    /// login user: no sudo, so callers use it for root logins. `deadline` is the session's
+    /// budget, the sum of the deadlines of the scripts it will run; the server-side watchdog
+    /// ends the session when it passes.
+    pub async fn shell(&self, target: &Target, deadline: Duration) -> Result<Shell, SshError> {
+        let command = remote_command(SCRIPT_ON_STDIN, false, deadline);
+        let mut retried = false;
+        loop {
+            let lease = self.lease(target).await?;
+            let permit = Arc::clone(&lease.conn.channels).acquire_owned().await.ok();
+            let until = Instant::now() + deadline;
+            match shell::open(&lease.conn.handle, &command, until).await {
+                Ok((reader, writer)) => {
+                    let opened = shell::Opened {
+                        lease,
+                        permit,
+                        host: target.host.clone(),
+                        port: target.port,
+                        until,
+                        cap: self.config.output_cap,
+                        kill_grace: self.config.kill_grace,
+                    };
+                    return Ok(Shell::new(opened, reader, writer));
+                }
+                Err(None) => {
+                    return Err(SshError::Timeout {
+                        host: target.host.clone(),
+                        port: target.port,
+                        deadline,
+                    });
+                }
+                Err(Some(source)) => {
+                    self.open_failed(target, &lease.conn, source, retried)?;
+                    retried = true;
+                }
+            }
+        }
+    }
+
+    /// Opening a channel failed with `source`. A pooled connection can die unnoticed (server
+    /// restarted, NAT dropped it); then nothing has started, so one retry on a fresh connection
+    /// is safe: `Ok` means retry. Anything else, or a second failure, is the error.
+    fn open_failed(
+        &self,
+        target: &Target,
+        conn: &Arc<Conn>,
+        source: russh::Error,
+        retried: bool,
+    ) -> Result<(), SshError> {
+        let stale = conn.handle.is_closed() || is_gone(&source);
+        if stale {
+            self.pool.slot(target).discard(conn);
+        }
+        if !stale || retried {
+            return Err(SshError::Session {
+                host: target.host.clone(),
+                port: target.port,
+                source,
+            });
+        }
+        tracing::debug!(server = %target.name, error = %source,
+            "pooled ssh connection was dead, reconnecting");
+        Ok(())
     }
 
     /// Number of live pooled connections, for metrics.

@@ -532,3 +532,86 @@ async fn reset_handshakes_are_retried_a_bounded_number_of_times() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
     server.abort();
 }
+
+/// A probe-then-components pass on one session: each script gets its own output and exit
+/// status, and nothing of one leaks into the next.
+#[tokio::test]
+async fn a_shell_session_runs_scripts_in_turn_on_one_channel() {
+    let sshd = Sshd::start();
+    let transport = Transport::new(config(&sshd));
+    let t = target(&sshd, "web1", "127.0.0.1");
+    let mut shell = transport.shell(&t, Duration::from_secs(60)).await.unwrap();
+    let step = Duration::from_secs(20);
+
+    let first = shell
+        .run(
+            b"secret='s3cr'\\''et'; cd /; echo \"one $$\"; echo warn >&2; exit 3\n",
+            step,
+        )
+        .await
+        .unwrap();
+    let session_pid = String::from_utf8(first.stdout.clone()).unwrap();
+    assert!(session_pid.starts_with("one "), "{session_pid}");
+    assert_eq!(first.stderr, b"warn\n");
+    assert_eq!(first.exit, Exit::Status(3), "exit ends the step, not the session");
+
+    // Same session shell ($$ is the session's in a subshell), none of the first step's
+    // variables or working directory; stdin is empty, not the scripts that follow; no final
+    // newline is kept as it was.
+    let second = shell
+        .run(
+            b"printf 'one %s\\n' \"$$\"; echo \"[${secret:-}]\"; pwd; cat; printf end\n",
+            step,
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(second.stdout.clone()).unwrap();
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert_eq!(text, format!("{session_pid}[]\n{home}\nend"));
+    assert!(second.success());
+
+    // A syntax error fails its own step only, quoting included.
+    let broken = shell.run(b"echo 'unterminated\n", step).await.unwrap();
+    assert!(!broken.success());
+    assert!(!broken.stderr.is_empty());
+    assert!(shell.is_open());
+    let third = shell.run(b"echo \"it's fine\"\n", step).await.unwrap();
+    assert_eq!(third.stdout, b"it's fine\n");
+    shell.finish().await;
+
+    // The connection is back in the pool and takes plain commands again.
+    let after = transport.exec(&t, request("echo alive")).await.unwrap();
+    assert_eq!(after.stdout, b"alive\n");
+    assert_eq!(transport.open_connections(), 1);
+}
+
+/// A step past its deadline ends the session, the client says so, and what it left running
+/// is killed at once, long before the session's budget would have the watchdog do it.
+#[tokio::test]
+async fn a_shell_step_past_its_deadline_ends_the_session() {
+    let sshd = Sshd::start();
+    let transport = Transport::new(TransportConfig {
+        kill_grace: Duration::from_millis(300),
+        ..config(&sshd)
+    });
+    let t = target(&sshd, "web1", "127.0.0.1");
+    let pid_file = sshd.dir().join("pid");
+    let mut shell = transport.shell(&t, Duration::from_secs(120)).await.unwrap();
+    let script = format!(
+        "sh -c 'trap \"\" TERM; echo $$ > {}; exec sleep 300'\n",
+        pid_file.display()
+    );
+    let started = Instant::now();
+    let err = shell.run(script.as_bytes(), Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(err, SshError::Timeout { .. }), "{err:?}");
+    assert!(!shell.is_open());
+    let refused = shell.run(b"echo never\n", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(refused.exit, Exit::Closed);
+    assert!(refused.stdout.is_empty());
+    shell.finish().await;
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    while process_alive(pid) && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!process_alive(pid), "remote process {pid} still runs");
+}

@@ -126,7 +126,7 @@ pub fn remote_command(command: &str, sudo: bool, deadline: Duration) -> String {
 }
 
 /// Single-quotes a string for POSIX sh (`'` becomes `'\''`).
-fn shell_quote(s: &str) -> String {
+pub(super) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -142,14 +142,14 @@ pub(crate) fn sudo_wants_password(exit: &Exit, stderr: &[u8]) -> bool {
 }
 
 /// Output buffer that keeps the first `cap` bytes and counts the rest.
-struct Capped {
-    bytes: Vec<u8>,
+pub(super) struct Capped {
+    pub(super) bytes: Vec<u8>,
     cap: usize,
-    dropped: u64,
+    pub(super) dropped: u64,
 }
 
 impl Capped {
-    fn new(cap: usize) -> Capped {
+    pub(super) fn new(cap: usize) -> Capped {
         Capped {
             bytes: Vec::new(),
             cap,
@@ -157,7 +157,7 @@ impl Capped {
         }
     }
 
-    fn push(&mut self, data: &[u8]) {
+    pub(super) fn push(&mut self, data: &[u8]) {
         let room = self.cap.saturating_sub(self.bytes.len());
         let (keep, rest) = data.split_at(room.min(data.len()));
         self.bytes.extend_from_slice(keep);
@@ -294,7 +294,7 @@ pub(crate) async fn run(handle: &Handle<Checker>, job: Job<'_>) -> Result<ExecOu
 /// it to a command running as another user, which sshd's KILL (sent with the login user's
 /// rights) cannot reach; KILL follows for anything that ignores TERM. sshd ignores both for
 /// root logins, where the watchdog from [`remote_command`] does the killing instead.
-async fn kill(writer: &ChannelWriteHalf<Msg>, reader: &mut ChannelReadHalf, grace: Duration) {
+pub(super) async fn kill(writer: &ChannelWriteHalf<Msg>, reader: &mut ChannelReadHalf, grace: Duration) {
     let _ = writer.signal(Sig::TERM).await;
     if !wait_close(reader, grace).await {
         let _ = writer.signal(Sig::KILL).await;
@@ -306,7 +306,7 @@ async fn kill(writer: &ChannelWriteHalf<Msg>, reader: &mut ChannelReadHalf, grac
 }
 
 /// True when the channel closed within `limit`.
-async fn wait_close(reader: &mut ChannelReadHalf, limit: Duration) -> bool {
+pub(super) async fn wait_close(reader: &mut ChannelReadHalf, limit: Duration) -> bool {
     tokio::time::timeout(limit, async {
         loop {
             match reader.wait().await {
@@ -319,7 +319,7 @@ async fn wait_close(reader: &mut ChannelReadHalf, limit: Duration) -> bool {
     .is_ok()
 }
 
-fn signal_text(sig: &Sig) -> String {
+pub(super) fn signal_text(sig: &Sig) -> String {
     match sig {
         Sig::ABRT => "ABRT",
         Sig::ALRM => "ALRM",

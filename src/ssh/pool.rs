@@ -40,7 +40,7 @@ impl Key {
 pub(crate) struct Conn {
     pub(crate) handle: Handle<Checker>,
     /// Caps concurrent channels below sshd's MaxSessions (10), past which opens fail.
-    pub(crate) channels: Semaphore,
+    pub(crate) channels: Arc<Semaphore>,
     /// The target as it was when connecting: a changed identity file or pin list must not keep
     /// using a connection authenticated or verified under the old settings.
     target: Target,
@@ -63,7 +63,7 @@ impl Conn {
         census.live.fetch_add(1, Ordering::SeqCst);
         Conn {
             handle,
-            channels: Semaphore::new(max_channels.max(1)),
+            channels: Arc::new(Semaphore::new(max_channels.max(1))),
             target,
             last_used: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
