@@ -116,7 +116,7 @@ async fn run_pass(
         ReconcileResult::Blocked
     } else {
         let target = detect::target_for(entry, &ctx.base);
-        let mut scripts = Scripts::for_pass(ctx, &target, desired);
+        let mut scripts = Scripts::for_pass(ctx, &target, desired, &status);
         let probed = match scripts.run(detect::probe_request(status.hardware.as_ref())).await {
             Ok(out) => detect::probe_outcome(&out),
             Err(e) => Err(DetectError::from(e)),
@@ -739,6 +739,25 @@ pub(crate) async fn execute(
     Scripts::channels(ctx, target).execute(run, script).await
 }
 
+/// True unless every component is applied and in sync (so that the pass, which decides the
+/// same way, runs no script after the probe) and no component was dropped from the list.
+fn scripts_may_follow(ctx: &Context, desired: &DesiredState, status: &ObservedStatus) -> bool {
+    let now = std::time::SystemTime::now();
+    let dropped = status
+        .components
+        .iter()
+        .any(|s| !desired.components.iter().any(|c| c.name == s.name));
+    dropped
+        || desired.components.iter().any(|c| {
+            let Ok(script) = ctx.layout.read_script(&c.name) else {
+                return false;
+            };
+            let digest = component::digest(c, &script, &desired.secret_versions);
+            let previous = status.components.iter().find(|p| p.name == c.name);
+            component::pending(previous, &digest, &script, desired.interval, now) != Pending::InSync
+        })
+}
+
 /// A component's deadline; zero in the spec means the default.
 fn component_deadline(timeout: Duration) -> Duration {
     if timeout.is_zero() {
@@ -772,9 +791,12 @@ impl<'a> Scripts<'a> {
         }
     }
 
-    /// For one pass over `desired`: a session on root logins.
-    fn for_pass(ctx: &'a Context, target: &'a Target, desired: &DesiredState) -> Scripts<'a> {
-        let session_budget = (target.user == "root").then(|| {
+    /// For one pass over `desired`: a session on root logins when a script may follow the
+    /// probe. A pass with every component in sync runs the probe alone, on its own channel,
+    /// which costs the server less than a session's framing.
+    fn for_pass(ctx: &'a Context, target: &'a Target, desired: &DesiredState, status: &ObservedStatus) -> Scripts<'a> {
+        let session = target.user == "root" && scripts_may_follow(ctx, desired, status);
+        let session_budget = session.then(|| {
             detect::PROBE_DEADLINE
                 + desired
                     .components

@@ -7,14 +7,15 @@
 //! Each script is sent as one single-quoted word to `eval`, inside a subshell with stdin from
 //! /dev/null: its `exit`, variables, `cd` and `set` options stay its own, it cannot read the
 //! scripts after it, and a syntax error in it fails that step instead of swallowing the rest
-//! of the session. Around it the session shell prints, on stdout, `\n@@chom:step NONCE PGID`
+//! of the session. Around it the session shell prints, on stdout, `\n@@chom:step NONCE PID`
 //! before and `\n@@chom:done NONCE STATUS` after, and `\n@@chom:done NONCE` on stderr; the
 //! step's output is what came between. The nonce is random per session, so no script prints
-//! it by chance. PGID is the session's process group (from `/proc/$$/stat`).
+//! it by chance. PID is the session shell's `$$`.
 //!
 //! Deadlines: the client holds each step to its own deadline. When one passes, it kills the
-//! session's process group from a second channel (sshd does not deliver signals to root
-//! sessions), then closes the session. The server-side watchdog (see
+//! session shell's process group (field 5 of `/proc/PID/stat`: the watchdog's group, which
+//! holds everything the session started) from a second channel, since sshd does not deliver
+//! signals to root sessions, then closes the session. The server-side watchdog (see
 //! [`super::remote_command`]) covers the session as a whole, the sum of its steps' deadlines,
 //! for a client that is gone.
 
@@ -32,15 +33,11 @@ use super::exec::{self, Capped, ExecOutput, Exit, Job, kill, signal_text, wait_c
 use super::host_key::Checker;
 use super::pool::Lease;
 
-/// Starts the line before a step's output, followed by the nonce and the process group.
+/// Starts the line before a step's output, followed by the nonce and the session shell's PID.
 const STEP: &str = "@@chom:step";
 
 /// Starts the line that ends a step's output, followed by the nonce (and the exit status).
 const DONE: &str = "@@chom:done";
-
-/// Sets `chom_pgid` to the session's process group, once: field 5 of `/proc/$$/stat` (the
-/// command name, field 2, is the shell's, without spaces). Empty without /proc.
-const PGID: &str = "[ -n \"${chom_pgid:-}\" ] || { chom_pgid=; read -r chom_stat </proc/$$/stat && set -- $chom_stat && chom_pgid=$5; }";
 
 /// How long [`Shell::finish`] waits for the server to close the channel after EOF.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -63,8 +60,8 @@ pub struct Shell {
     ended: bool,
     /// How the session shell itself ended, if it did.
     exit: Option<Exit>,
-    /// The session's process group on the server, once a step has said it.
-    pgid: Option<u32>,
+    /// The session shell's PID on the server, once a step has said it.
+    pid: Option<u32>,
     _permit: Option<OwnedSemaphorePermit>,
     lease: Lease,
 }
@@ -113,7 +110,7 @@ impl Shell {
             confirmed: false,
             ended: false,
             exit: None,
-            pgid: None,
+            pid: None,
             _permit: opened.permit,
             lease: opened.lease,
         }
@@ -166,7 +163,7 @@ impl Shell {
                     // the output too.
                     head.push(&data);
                     if head.done() {
-                        self.pgid = self.pgid.or(head.number());
+                        self.pid = self.pid.or(head.number());
                         let (before, rest) = head.split();
                         out.push(&before);
                         out.push(&rest);
@@ -216,9 +213,12 @@ impl Shell {
     /// same connection, then the session is closed the way a timed-out command is.
     async fn abort(&mut self, deadline: Duration) -> SshError {
         self.ended = true;
-        // Never 0 or 1: `kill -- -1` would signal every process the user may signal.
-        if let Some(pgid) = self.pgid.filter(|pgid| *pgid > 1) {
-            let command = format!("kill -s KILL -- -{pgid}");
+        // The group is looked up only now, on this rare path, and never 0 or 1: `kill -- -1`
+        // would signal every process the user may signal.
+        if let Some(pid) = self.pid {
+            let command = format!(
+                "sh -c 'read -r s </proc/{pid}/stat && set -- $s && [ \"$5\" -gt 1 ] && kill -s KILL -- \"-$5\"'"
+            );
             let job = Job {
                 host: &self.host,
                 port: self.port,
@@ -249,7 +249,7 @@ impl Shell {
     fn frame(&self, script: &[u8]) -> Vec<u8> {
         let nonce = &self.nonce;
         let mut text = Vec::with_capacity(script.len() + 400);
-        text.extend_from_slice(format!("{PGID}\nprintf '\\n{STEP} %s %s\\n' {nonce} \"$chom_pgid\"\n").as_bytes());
+        text.extend_from_slice(format!("printf '\\n{STEP} %s %s\\n' {nonce} \"$$\"\n").as_bytes());
         text.extend_from_slice(b"( eval '");
         for &b in script {
             if b == b'\'' {
