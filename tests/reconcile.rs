@@ -679,3 +679,45 @@ fn shared_helpers_in_scripts_lib_are_sent_before_each_script() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "hi web-1");
     assert_ne!(component(&fleet.status("web-1"), "greet")["appliedDigest"], digest);
 }
+
+/// On a root login one pass runs its components in one shell session: both scripts see the
+/// same session shell (`$$`), each in a subshell of its own (an `exit` ends only the first,
+/// a variable set there is gone in the second). The next pass with a changed component opens
+/// a new session.
+#[test]
+fn a_pass_on_a_root_login_runs_its_components_in_one_session() {
+    if sshd::current_user() != "root" {
+        return;
+    }
+    let fleet = Fleet::new();
+    let log = fleet.dir.path().join("pids.log");
+    for (name, tail) in [("first", "leaked=yes\nexit 0"), ("second", "true")] {
+        std::fs::write(
+            fleet.dir.path().join(format!("scripts/{name}.sh")),
+            format!(
+                "echo \"{name} $$ ${{leaked:-no}} $CHOM_CFG_ROUND\" >> {}\n{tail}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+    }
+    let spec = |round: u32| {
+        format!(
+            "  components:\n    - name: first\n      config: {{round: {round}}}\n    - name: second\n      config: {{round: {round}}}\n"
+        )
+    };
+    fleet.server("web-1", &spec(1));
+    assert!(fleet.reconcile(&[]).status.success());
+    fleet.server("web-1", &spec(2));
+    assert!(fleet.reconcile(&[]).status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0][0], "first");
+    assert_eq!(lines[1][0], "second");
+    assert_eq!(lines[0][1], lines[1][1], "one session shell for the pass:\n{text}");
+    assert_eq!(lines[1][2], "no", "variables stay in their own script:\n{text}");
+    assert_eq!(lines[2][1], lines[3][1], "{text}");
+    assert_ne!(lines[0][1], lines[2][1], "a session per pass:\n{text}");
+    assert_eq!((lines[0][3], lines[2][3]), ("1", "2"), "{text}");
+}
