@@ -740,14 +740,15 @@ pub(crate) async fn execute(
 }
 
 /// True unless every component is applied and in sync (so that the pass, which decides the
-/// same way, runs no script after the probe) and no component was dropped from the list.
+/// same way, runs no script after the probe) and no dropped component is to be pruned.
 fn scripts_may_follow(ctx: &Context, desired: &DesiredState, status: &ObservedStatus) -> bool {
     let now = std::time::SystemTime::now();
-    let dropped = status
-        .components
-        .iter()
-        .any(|s| !desired.components.iter().any(|c| c.name == s.name));
-    dropped
+    let to_prune = desired.prune
+        && status
+            .components
+            .iter()
+            .any(|s| !desired.components.iter().any(|c| c.name == s.name));
+    to_prune
         || desired.components.iter().any(|c| {
             let Ok(script) = ctx.layout.read_script(&c.name) else {
                 return false;
@@ -775,7 +776,8 @@ pub(crate) struct Scripts<'a> {
     ctx: &'a Context,
     target: &'a Target,
     /// The budget of the session still to open: the probe's deadline plus twice every
-    /// component's (a check run may be followed by an apply run). `None`: no session.
+    /// component's (a check run may be followed by an apply run) plus a removal's for every
+    /// component to prune. `None`: no session.
     session_budget: Option<Duration>,
     shell: Option<Shell>,
 }
@@ -797,12 +799,17 @@ impl<'a> Scripts<'a> {
     fn for_pass(ctx: &'a Context, target: &'a Target, desired: &DesiredState, status: &ObservedStatus) -> Scripts<'a> {
         let session = target.user == "root" && scripts_may_follow(ctx, desired, status);
         let session_budget = session.then(|| {
-            detect::PROBE_DEADLINE
-                + desired
-                    .components
-                    .iter()
-                    .map(|c| 2 * component_deadline(c.timeout))
-                    .sum::<Duration>()
+            let components = desired.components.iter().map(|c| component_deadline(c.timeout));
+            let removals = status
+                .components
+                .iter()
+                .filter(|s| desired.prune && !desired.components.iter().any(|c| c.name == s.name))
+                .map(|_| crate::desired::DEFAULT_COMPONENT_TIMEOUT);
+            components
+                .clone()
+                .chain(components)
+                .chain(removals)
+                .fold(detect::PROBE_DEADLINE, Duration::saturating_add)
         });
         Scripts {
             session_budget,
@@ -815,10 +822,15 @@ impl<'a> Scripts<'a> {
     async fn run(&mut self, request: ExecRequest) -> Result<ExecOutput, crate::ssh::SshError> {
         debug_assert_eq!(request.command, crate::ssh::SCRIPT_ON_STDIN);
         if let Some(budget) = self.session_budget.take() {
-            self.shell = Some(self.ctx.transport.shell(self.target, budget).await?);
+            let shell = self.ctx.transport.shell(self.target, budget, request.deadline).await?;
+            self.shell = Some(shell);
         }
         match &mut self.shell {
-            Some(shell) if shell.is_open() => shell.run(&request.stdin, request.deadline).await,
+            // A script whose deadline would outlast the session's budget goes on its own
+            // channel, with its own watchdog.
+            Some(shell) if shell.is_open() && shell.time_left() >= request.deadline => {
+                shell.run(&request.stdin, request.deadline).await
+            }
             _ => self.ctx.transport.exec(self.target, request).await,
         }
     }

@@ -176,17 +176,19 @@ impl Transport {
     }
 
     /// Starts a shell session on `target` for several scripts in turn (see [`Shell`]), as the
-    /// login user: no sudo, so callers use it for root logins. `deadline` is the session's
+    /// login user: no sudo, so callers use it for root logins. `budget` is the session's
     /// budget, the sum of the deadlines of the scripts it will run; the server-side watchdog
-    /// ends the session when it passes.
-    pub async fn shell(&self, target: &Target, deadline: Duration) -> Result<Shell, SshError> {
-        let command = remote_command(SCRIPT_ON_STDIN, false, deadline);
+    /// ends the session when it passes. Opening the channel must take less than
+    /// `open_within`, the first script's deadline.
+    pub async fn shell(&self, target: &Target, budget: Duration, open_within: Duration) -> Result<Shell, SshError> {
+        let command = remote_command(SCRIPT_ON_STDIN, false, budget);
         let mut retried = false;
         loop {
             let lease = self.lease(target).await?;
             let permit = Arc::clone(&lease.conn.channels).acquire_owned().await.ok();
-            let until = Instant::now() + deadline;
-            match shell::open(&lease.conn.handle, &command, until).await {
+            let now = Instant::now();
+            let until = now + budget;
+            match shell::open(&lease.conn.handle, &command, now + open_within.min(budget)).await {
                 Ok((reader, writer)) => {
                     let opened = shell::Opened {
                         lease,
@@ -203,7 +205,7 @@ impl Transport {
                     return Err(SshError::Timeout {
                         host: target.host.clone(),
                         port: target.port,
-                        deadline,
+                        deadline: open_within,
                     });
                 }
                 Err(Some(source)) => {

@@ -540,7 +540,10 @@ async fn a_shell_session_runs_scripts_in_turn_on_one_channel() {
     let sshd = Sshd::start();
     let transport = Transport::new(config(&sshd));
     let t = target(&sshd, "web1", "127.0.0.1");
-    let mut shell = transport.shell(&t, Duration::from_secs(60)).await.unwrap();
+    let mut shell = transport
+        .shell(&t, Duration::from_secs(60), Duration::from_secs(20))
+        .await
+        .unwrap();
     let step = Duration::from_secs(20);
 
     let first = shell
@@ -596,7 +599,10 @@ async fn a_shell_step_past_its_deadline_ends_the_session() {
     });
     let t = target(&sshd, "web1", "127.0.0.1");
     let pid_file = sshd.dir().join("pid");
-    let mut shell = transport.shell(&t, Duration::from_secs(120)).await.unwrap();
+    let mut shell = transport
+        .shell(&t, Duration::from_secs(120), Duration::from_secs(20))
+        .await
+        .unwrap();
     let script = format!(
         "sh -c 'trap \"\" TERM; echo $$ > {}; exec sleep 300'\n",
         pid_file.display()

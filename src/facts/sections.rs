@@ -54,22 +54,31 @@ pub(super) fn cpu_lists(lines: &[&str]) -> Option<u32> {
         lines
             .iter()
             .find_map(|line| line.trim().strip_prefix(key))
-            .and_then(|value| cpu_list(value.trim()))
+            .and_then(|value| cpu_ranges(value.trim()))
     };
     let allowed = list("allowed:")?;
-    let count = match list("online:") {
-        Some(online) => allowed.iter().filter(|cpu| online.contains(cpu)).count(),
-        None => allowed.len(),
+    let count: u64 = match list("online:") {
+        Some(online) => allowed
+            .iter()
+            .flat_map(|a| online.iter().map(move |o| (a, o)))
+            .map(|(a, o)| u64::from(a.1.min(o.1)).saturating_sub(u64::from(a.0.max(o.0))))
+            .sum(),
+        None => allowed.iter().map(|(first, end)| u64::from(end - first)).sum(),
     };
     u32::try_from(count).ok().filter(|n| *n > 0)
 }
 
-/// The kernel's CPU list format, `0-3,8,10-11`, as sorted CPU numbers; `None` when malformed.
-/// Bounded by [`MAX_CPUS`], far above any machine, so a garbled range cannot allocate much.
-fn cpu_list(text: &str) -> Option<std::collections::BTreeSet<u32>> {
+/// The kernel's CPU list format, `0-3,8,10-11`, as sorted, disjoint half-open ranges; `None`
+/// when malformed or longer than any machine's list could be (a hostile server cannot make
+/// chom count for long).
+fn cpu_ranges(text: &str) -> Option<Vec<(u32, u32)>> {
     const MAX_CPUS: u32 = 1 << 16;
-    let mut cpus = std::collections::BTreeSet::new();
+    const MAX_PARTS: usize = 4096;
+    let mut ranges = Vec::new();
     for part in text.split(',') {
+        if ranges.len() == MAX_PARTS {
+            return None;
+        }
         let (first, last) = match part.split_once('-') {
             Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
             None => {
@@ -80,9 +89,17 @@ fn cpu_list(text: &str) -> Option<std::collections::BTreeSet<u32>> {
         if first > last || last >= MAX_CPUS {
             return None;
         }
-        cpus.extend(first..=last);
+        ranges.push((first, last + 1));
     }
-    Some(cpus)
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (first, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if first <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((first, end)),
+        }
+    }
+    Some(merged)
 }
 
 /// `MemTotal` in KiB (the kernel's "kB").

@@ -323,6 +323,10 @@ fn cpu_lists_count_the_allowed_cpus_that_are_online() {
     }
     // No CPU both allowed and online is no answer either.
     assert_eq!(cpus("allowed:\t4-5\nonline:0-3"), 7);
+    // Overlapping or repeated parts count once; too many parts is garbage, not work.
+    assert_eq!(cpus("allowed:\t0-3,2-5,5\nonline:0-63"), 6);
+    let hostile = vec!["0-65535"; 5000].join(",");
+    assert_eq!(cpus(&format!("allowed:\t{hostile}\nonline:{hostile}")), 7);
 }
 
 #[test]

@@ -39,6 +39,10 @@ const STEP: &str = "@@chom:step";
 /// Starts the line that ends a step's output, followed by the nonce (and the exit status).
 const DONE: &str = "@@chom:done";
 
+/// Kills the process group of the session shell `$0`, if `$0` still is one (see
+/// [`Shell::abort`]): `/proc/PID/stat` gives its command name, parent and group.
+const KILL_SESSION: &str = r#"read -r s </proc/"$0"/stat && set -- $s && case $2 in "(sh)" | "(dash)" | "(bash)" | "(ash)" | "(busybox)") ;; *) exit 1 ;; esac && [ "$5" -gt 1 ] && { [ "$4" = "$5" ] || [ "$1" = "$5" ]; } && kill -KILL -"$5""#;
+
 /// How long [`Shell::finish`] waits for the server to close the channel after EOF.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -120,6 +124,11 @@ impl Shell {
     /// later scripts must then go on channels of their own.
     pub fn is_open(&self) -> bool {
         !self.ended
+    }
+
+    /// What is left of the session's budget.
+    pub fn time_left(&self) -> Duration {
+        self.until.saturating_duration_since(Instant::now())
     }
 
     /// Runs one script (the text `sh -s` would read) and returns what it printed and its exit
@@ -213,12 +222,13 @@ impl Shell {
     /// same connection, then the session is closed the way a timed-out command is.
     async fn abort(&mut self, deadline: Duration) -> SshError {
         self.ended = true;
-        // The group is looked up only now, on this rare path, and never 0 or 1: `kill -- -1`
-        // would signal every process the user may signal.
+        // The group is looked up only now, on this rare path. The process must still be the
+        // session shell (a shell whose group is led by its parent, the watchdog, or by itself
+        // without one), not another that took its PID, and the group never 0 or 1: `kill -1`
+        // would signal every process the user may signal. Without a PID yet (the step line
+        // never came) only the watchdog, at the session's budget, ends what runs.
         if let Some(pid) = self.pid {
-            let command = format!(
-                "sh -c 'read -r s </proc/{pid}/stat && set -- $s && [ \"$5\" -gt 1 ] && kill -s KILL -- \"-$5\"'"
-            );
+            let command = format!("sh -c '{}' {pid}", KILL_SESSION);
             let job = Job {
                 host: &self.host,
                 port: self.port,
