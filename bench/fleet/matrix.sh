@@ -20,8 +20,14 @@ cd "$(dirname "$0")"
 ./run.sh --tools ansible-default --ns "10 100" --rtts "0 50" --iters 2 --first-iter 2
 ./run.sh --tools ansible-tuned --ns 500 --rtts "0 50" --iters 2 --first-iter 2
 ./run.sh --tools ansible-default --ns 500 --rtts 0 --iters 2 --first-iter 2
-# the final binary: every chom cell again, then chom and pyinfra back to back at N = 200
+# the binary of the previous round (its chom rows are now in results/raw-previous.tsv)
 ./run.sh --tools chom --ns "10 100 200 500" --rtts 0 --iters 3 --first-iter 4
 ./run.sh --tools chom --ns "10 100 500" --rtts 50 --iters 3 --first-iter 4
 ./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 3 --first-iter 7
 ./run.sh --tools ansible-default --ns 500 --rtts 50 --iters 1
+# this round's binary: chom and pyinfra back to back at N = 200 (nine pairs), every other
+# chom cell again
+./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 3 --first-iter 10
+./run.sh --tools chom --ns "10 100 500" --rtts 0 --iters 3 --first-iter 10
+./run.sh --tools chom --ns "10 100 500" --rtts 50 --iters 3 --first-iter 10
+./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 6 --first-iter 13
