@@ -3,11 +3,16 @@
 //! Per-server failures are data in the returned status, never errors; this module
 //! neither writes files nor schedules retries (the caller does both).
 
+mod scripts;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{Instrument as _, info, warn};
+
+use scripts::Scripts;
+pub(crate) use scripts::execute;
 
 use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Pending, Run};
 use crate::desired::DesiredState;
@@ -16,7 +21,7 @@ use crate::facts::Hardware;
 use crate::inventory::{Layout, ServerEntry};
 use crate::judge;
 use crate::resource::DriftPolicy;
-use crate::ssh::{ExecOutput, ExecRequest, Exit, Shell, Target, Transport};
+use crate::ssh::{Exit, Transport};
 use crate::status::{
     ComponentState, ComponentStatus, ConditionStatus, LastReconcile, ObservedStatus, RECENT_RUNS, ReconcileResult,
     Timestamp, types,
@@ -725,139 +730,5 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
         applied_script: None,
         resources: Vec::new(),
         message: Some(message),
-    }
-}
-
-/// Runs one component script over SSH (through `sudo -n` for non-root users), with
-/// its environment and secrets inside stdin and its deadline, on a channel of its own.
-pub(crate) async fn execute(
-    ctx: &Context,
-    target: &Target,
-    run: Run<'_>,
-    script: &[u8],
-) -> Result<ExecOutput, crate::ssh::SshError> {
-    Scripts::channels(ctx, target).execute(run, script).await
-}
-
-/// True unless every component is applied and in sync (so that the pass, which decides the
-/// same way, runs no script after the probe) and no dropped component is to be pruned.
-fn scripts_may_follow(ctx: &Context, desired: &DesiredState, status: &ObservedStatus) -> bool {
-    let now = std::time::SystemTime::now();
-    let to_prune = desired.prune
-        && status
-            .components
-            .iter()
-            .any(|s| !desired.components.iter().any(|c| c.name == s.name));
-    to_prune
-        || desired.components.iter().any(|c| {
-            let Ok(script) = ctx.layout.read_script(&c.name) else {
-                return false;
-            };
-            let digest = component::digest(c, &script, &desired.secret_versions);
-            let previous = status.components.iter().find(|p| p.name == c.name);
-            component::pending(previous, &digest, &script, desired.interval, now) != Pending::InSync
-        })
-}
-
-/// A component's deadline; zero in the spec means the default.
-fn component_deadline(timeout: Duration) -> Duration {
-    if timeout.is_zero() {
-        Duration::from_secs(600)
-    } else {
-        timeout
-    }
-}
-
-/// Where a pass runs its scripts. On a root login, one shell session carries the probe and
-/// every component of the pass (see [`crate::ssh::Shell`]): the server starts one session per
-/// pass instead of one per script. Otherwise, and once a session has ended, every script gets
-/// a channel of its own (with sudo, the watchdog must run inside it for each script).
-pub(crate) struct Scripts<'a> {
-    ctx: &'a Context,
-    target: &'a Target,
-    /// The budget of the session still to open: the probe's deadline plus twice every
-    /// component's (a check run may be followed by an apply run) plus a removal's for every
-    /// component to prune. `None`: no session.
-    session_budget: Option<Duration>,
-    shell: Option<Shell>,
-}
-
-impl<'a> Scripts<'a> {
-    /// A channel per script.
-    fn channels(ctx: &'a Context, target: &'a Target) -> Scripts<'a> {
-        Scripts {
-            ctx,
-            target,
-            session_budget: None,
-            shell: None,
-        }
-    }
-
-    /// For one pass over `desired`: a session on root logins when a script may follow the
-    /// probe. A pass with every component in sync runs the probe alone, on its own channel,
-    /// which costs the server less than a session's framing.
-    fn for_pass(ctx: &'a Context, target: &'a Target, desired: &DesiredState, status: &ObservedStatus) -> Scripts<'a> {
-        let session = target.user == "root" && scripts_may_follow(ctx, desired, status);
-        let session_budget = session.then(|| {
-            let components = desired.components.iter().map(|c| component_deadline(c.timeout));
-            let removals = status
-                .components
-                .iter()
-                .filter(|s| desired.prune && !desired.components.iter().any(|c| c.name == s.name))
-                .map(|_| crate::desired::DEFAULT_COMPONENT_TIMEOUT);
-            components
-                .clone()
-                .chain(components)
-                .chain(removals)
-                .fold(detect::PROBE_DEADLINE, Duration::saturating_add)
-        });
-        Scripts {
-            session_budget,
-            ..Scripts::channels(ctx, target)
-        }
-    }
-
-    /// Runs `request` (a script for `sh -s` on stdin) in the session, opening it on first use,
-    /// or on a channel of its own.
-    async fn run(&mut self, request: ExecRequest) -> Result<ExecOutput, crate::ssh::SshError> {
-        debug_assert_eq!(request.command, crate::ssh::SCRIPT_ON_STDIN);
-        if let Some(budget) = self.session_budget.take() {
-            let shell = self.ctx.transport.shell(self.target, budget, request.deadline).await?;
-            self.shell = Some(shell);
-        }
-        match &mut self.shell {
-            // A script whose deadline would outlast the session's budget goes on its own
-            // channel, with its own watchdog.
-            Some(shell) if shell.is_open() && shell.time_left() >= request.deadline => {
-                shell.run(&request.stdin, request.deadline).await
-            }
-            _ => self.ctx.transport.exec(self.target, request).await,
-        }
-    }
-
-    /// Runs one component script with its environment and secrets inside stdin and its
-    /// deadline. The output is redacted here, before anyone can log or store it: the one
-    /// chokepoint for remote output.
-    async fn execute(&mut self, run: Run<'_>, script: &[u8]) -> Result<ExecOutput, crate::ssh::SshError> {
-        let request = ExecRequest {
-            command: crate::ssh::SCRIPT_ON_STDIN.to_owned(),
-            deadline: component_deadline(run.component.timeout),
-            stdin: component::stdin_for(run, script),
-            sudo: true,
-        };
-        let mut out = self.run(request).await?;
-        let redactor = &self.ctx.redactor;
-        if !redactor.is_empty() {
-            out.stdout = redactor.redact(&String::from_utf8_lossy(&out.stdout)).into_bytes();
-            out.stderr = redactor.redact(&String::from_utf8_lossy(&out.stderr)).into_bytes();
-        }
-        Ok(out)
-    }
-
-    /// Ends the session, if one was opened.
-    async fn finish(self) {
-        if let Some(shell) = self.shell {
-            shell.finish().await;
-        }
     }
 }
