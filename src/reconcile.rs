@@ -121,7 +121,8 @@ async fn run_pass(
         ReconcileResult::Blocked
     } else {
         let target = detect::target_for(entry, &ctx.base);
-        let mut scripts = Scripts::for_pass(ctx, &target, desired, &status);
+        let plans = plan(ctx, desired, &status);
+        let mut scripts = Scripts::for_pass(ctx, &target, desired, &status, &plans);
         let probed = match scripts.run(detect::probe_request(status.hardware.as_ref())).await {
             Ok(out) => detect::probe_outcome(&out),
             Err(e) => Err(DetectError::from(e)),
@@ -139,6 +140,7 @@ async fn run_pass(
                 detected(
                     ctx,
                     &mut scripts,
+                    plans,
                     desired,
                     &hw,
                     &mut status,
@@ -241,6 +243,7 @@ fn unreachable(status: &mut ObservedStatus, error: &DetectError, generation: u64
 async fn detected(
     ctx: &Context,
     scripts: &mut Scripts<'_>,
+    plans: Vec<Plan>,
     desired: &DesiredState,
     hw: &Hardware,
     status: &mut ObservedStatus,
@@ -315,7 +318,7 @@ async fn detected(
         }
     };
 
-    let applied = apply_components(ctx, scripts, desired, status, deployment_id, resolved.as_ref()).await;
+    let applied = apply_components(ctx, scripts, plans, desired, status, deployment_id, resolved.as_ref()).await;
     let (ready, reason, message, result) = match &applied {
         Applied::AllReady => (
             true,
@@ -489,9 +492,44 @@ fn upsert_component(status: &mut ObservedStatus, mut new: ComponentStatus) {
     }
 }
 
+/// One component as the pass finds it, or why its script cannot be read.
+type Plan = Result<Planned, String>;
+
+/// A component's script, digest and what is pending for it.
+struct Planned {
+    script: Vec<u8>,
+    digest: String,
+    pending: Pending,
+}
+
+/// Reads every component's script once per pass and decides what is pending, from the
+/// status before the pass; in the order of `desired.components`.
+fn plan(ctx: &Context, desired: &DesiredState, status: &ObservedStatus) -> Vec<Plan> {
+    let now = std::time::SystemTime::now();
+    desired
+        .components
+        .iter()
+        .map(|c| {
+            let script = ctx
+                .layout
+                .read_script(&c.name)
+                .map_err(|e| format!("cannot read {}: {e}", ctx.layout.script(&c.name).display()))?;
+            let digest = component::digest(c, &script, &desired.secret_versions);
+            let previous = status.components.iter().find(|p| p.name == c.name);
+            let pending = component::pending(previous, &digest, &script, desired.interval, now);
+            Ok(Planned {
+                script,
+                digest,
+                pending,
+            })
+        })
+        .collect()
+}
+
 async fn apply_components(
     ctx: &Context,
     scripts: &mut Scripts<'_>,
+    plans: Vec<Plan>,
     desired: &DesiredState,
     status: &mut ObservedStatus,
     deployment_id: &str,
@@ -501,30 +539,25 @@ async fn apply_components(
     let mut failure: Option<(String, String)> = None;
     // Keep the status list in apply order.
     let mut ordered = Vec::with_capacity(desired.components.len());
-    for c in &desired.components {
+    for (c, planned) in desired.components.iter().zip(plans) {
         if let Some((failed, _)) = &failure {
             ordered.push(skipped(&c.name, &format!("skipped: {failed} failed before it")));
             continue;
         }
-        let script = match ctx.layout.read_script(&c.name) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let why = format!("cannot read {}: {e}", ctx.layout.script(&c.name).display());
+        let Planned {
+            script,
+            digest,
+            pending,
+        } = match planned {
+            Ok(plan) => plan,
+            Err(why) => {
                 failure = Some((c.name.clone(), why.clone()));
                 ordered.push(failed(&c.name, None, why, 0));
                 continue;
             }
         };
-        let digest = component::digest(c, &script, &desired.secret_versions);
         let previous = status.components.iter().find(|p| p.name == c.name);
-        let plan = component::pending(
-            previous,
-            &digest,
-            &script,
-            desired.interval,
-            std::time::SystemTime::now(),
-        );
-        if plan == Pending::InSync
+        if pending == Pending::InSync
             && let Some(p) = previous
         {
             // Applied with this digest and checked within the interval: do not run it.
@@ -534,7 +567,7 @@ async fn apply_components(
             continue;
         }
         let started = Instant::now();
-        let mut mode = if plan == Pending::CheckDue {
+        let mut mode = if pending == Pending::CheckDue {
             Mode::Check
         } else {
             Mode::Apply

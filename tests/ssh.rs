@@ -41,6 +41,17 @@ fn request(command: &str) -> ExecRequest {
     }
 }
 
+/// Waits up to `within` for the process whose PID a remote command wrote to `pid_file` to end:
+/// the PID, and whether it ended.
+async fn wait_for_exit(pid_file: &std::path::Path, within: Duration) -> (u32, bool) {
+    let pid: u32 = std::fs::read_to_string(pid_file).unwrap().trim().parse().unwrap();
+    let waited = Instant::now();
+    while process_alive(pid) && waited.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (pid, !process_alive(pid))
+}
+
 fn host_fingerprint(sshd: &Sshd) -> String {
     fingerprint(&PublicKey::from_openssh(&sshd.host_key_line).unwrap())
 }
@@ -227,16 +238,8 @@ async fn command_past_its_deadline_is_killed_on_the_server() {
         .unwrap_err();
     assert!(matches!(err, SshError::Timeout { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(15));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    let waited = Instant::now();
-    while process_alive(pid) && waited.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        !process_alive(pid),
-        "remote process {pid} still runs; sshd log:\n{}",
-        sshd.log()
-    );
+    let (pid, ended) = wait_for_exit(&pid_file, Duration::from_secs(5)).await;
+    assert!(ended, "remote process {pid} still runs; sshd log:\n{}", sshd.log());
 
     // The connection stays usable after a killed command.
     let out = transport
@@ -615,9 +618,7 @@ async fn a_shell_step_past_its_deadline_ends_the_session() {
     assert_eq!(refused.exit, Exit::Closed);
     assert!(refused.stdout.is_empty());
     shell.finish().await;
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    while process_alive(pid) && started.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!process_alive(pid), "remote process {pid} still runs");
+    let (pid, ended) = wait_for_exit(&pid_file, Duration::from_secs(10)).await;
+    assert!(ended, "remote process {pid} still runs");
+    assert!(started.elapsed() < Duration::from_secs(15));
 }

@@ -11,7 +11,7 @@ use crate::detect;
 use crate::ssh::{ExecOutput, ExecRequest, Shell, Target};
 use crate::status::ObservedStatus;
 
-use super::Context;
+use super::{Context, Plan};
 
 /// Runs one component script over SSH (through `sudo -n` for non-root users), with
 /// its environment and secrets inside stdin and its deadline, on a channel of its own.
@@ -24,24 +24,18 @@ pub(crate) async fn execute(
     Scripts::channels(ctx, target).execute(run, script).await
 }
 
-/// True unless every component is applied and in sync (so that the pass, which decides the
-/// same way, runs no script after the probe) and no dropped component is to be pruned.
-fn scripts_may_follow(ctx: &Context, desired: &DesiredState, status: &ObservedStatus) -> bool {
-    let now = std::time::SystemTime::now();
+/// True unless every component is applied and in sync (so that the pass, which follows the
+/// same `plans`, runs no script after the probe) and no dropped component is to be pruned.
+fn scripts_may_follow(desired: &DesiredState, status: &ObservedStatus, plans: &[Plan]) -> bool {
     let to_prune = desired.prune
         && status
             .components
             .iter()
             .any(|s| !desired.components.iter().any(|c| c.name == s.name));
     to_prune
-        || desired.components.iter().any(|c| {
-            let Ok(script) = ctx.layout.read_script(&c.name) else {
-                return false;
-            };
-            let digest = component::digest(c, &script, &desired.secret_versions);
-            let previous = status.components.iter().find(|p| p.name == c.name);
-            component::pending(previous, &digest, &script, desired.interval, now) != Pending::InSync
-        })
+        || plans
+            .iter()
+            .any(|plan| plan.as_ref().is_ok_and(|p| p.pending != Pending::InSync))
 }
 
 /// A component's deadline; zero in the spec means the default.
@@ -78,16 +72,17 @@ impl<'a> Scripts<'a> {
         }
     }
 
-    /// For one pass over `desired`: a session on root logins when a script may follow the
-    /// probe. A pass with every component in sync runs the probe alone, on its own channel,
+    /// For one pass over `desired` and its `plans`: a session on root logins when a script may
+    /// follow the probe. A pass with every component in sync runs the probe alone, on its own channel,
     /// which costs the server less than a session's framing.
     pub(super) fn for_pass(
         ctx: &'a Context,
         target: &'a Target,
         desired: &DesiredState,
         status: &ObservedStatus,
+        plans: &[Plan],
     ) -> Scripts<'a> {
-        let session = target.user == "root" && scripts_may_follow(ctx, desired, status);
+        let session = target.user == "root" && scripts_may_follow(desired, status, plans);
         let session_budget = session.then(|| {
             let components = desired.components.iter().map(|c| component_deadline(c.timeout));
             let removals = status
