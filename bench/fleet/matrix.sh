@@ -31,3 +31,5 @@ cd "$(dirname "$0")"
 ./run.sh --tools chom --ns "10 100 500" --rtts 0 --iters 3 --first-iter 10
 ./run.sh --tools chom --ns "10 100 500" --rtts 50 --iters 3 --first-iter 10
 ./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 6 --first-iter 13
+# the last cell with one run: default Ansible at N = 500, RTT 50
+./run.sh --tools ansible-default --ns 500 --rtts 50 --iters 2 --first-iter 2
