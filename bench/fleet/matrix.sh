@@ -25,11 +25,11 @@ cd "$(dirname "$0")"
 ./run.sh --tools chom --ns "10 100 500" --rtts 50 --iters 3 --first-iter 4
 ./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 3 --first-iter 7
 ./run.sh --tools ansible-default --ns 500 --rtts 50 --iters 1
-# this round's binary: chom and pyinfra back to back at N = 200 (nine pairs), every other
+# this round's binary: chom and pyinfra back to back at N = 200 (twelve pairs), every other
 # chom cell again
 ./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 3 --first-iter 10
 ./run.sh --tools chom --ns "10 100 500" --rtts 0 --iters 3 --first-iter 10
 ./run.sh --tools chom --ns "10 100 500" --rtts 50 --iters 3 --first-iter 10
-./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 6 --first-iter 13
+./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 9 --first-iter 13
 # the last cell with one run: default Ansible at N = 500, RTT 50
 ./run.sh --tools ansible-default --ns 500 --rtts 50 --iters 2 --first-iter 2
