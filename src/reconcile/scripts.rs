@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::component::{self, Pending, Run};
-use crate::desired::DesiredState;
+use crate::desired::{DEFAULT_COMPONENT_TIMEOUT, DesiredState};
 use crate::detect;
 use crate::ssh::{ExecOutput, ExecRequest, Shell, Target};
 use crate::status::ObservedStatus;
@@ -27,21 +27,25 @@ pub(crate) async fn execute(
 /// True unless every component is applied and in sync (so that the pass, which follows the
 /// same `plans`, runs no script after the probe) and no dropped component is to be pruned.
 fn scripts_may_follow(desired: &DesiredState, status: &ObservedStatus, plans: &[Plan]) -> bool {
-    let to_prune = desired.prune
-        && status
-            .components
-            .iter()
-            .any(|s| !desired.components.iter().any(|c| c.name == s.name));
-    to_prune
+    to_prune(desired, status).next().is_some()
         || plans
             .iter()
             .any(|plan| plan.as_ref().is_ok_and(|p| p.pending != Pending::InSync))
 }
 
+/// The components dropped from the list whose removal script the pass runs (`prune: true`).
+fn to_prune<'s>(desired: &'s DesiredState, status: &'s ObservedStatus) -> impl Iterator<Item = &'s str> + 's {
+    status
+        .components
+        .iter()
+        .filter(|s| desired.prune && !desired.components.iter().any(|c| c.name == s.name))
+        .map(|s| s.name.as_str())
+}
+
 /// A component's deadline; zero in the spec means the default.
 fn component_deadline(timeout: Duration) -> Duration {
     if timeout.is_zero() {
-        Duration::from_secs(600)
+        DEFAULT_COMPONENT_TIMEOUT
     } else {
         timeout
     }
@@ -73,8 +77,8 @@ impl<'a> Scripts<'a> {
     }
 
     /// For one pass over `desired` and its `plans`: a session on root logins when a script may
-    /// follow the probe. A pass with every component in sync runs the probe alone, on its own channel,
-    /// which costs the server less than a session's framing.
+    /// follow the probe. A pass with every component in sync runs the probe alone, on its own
+    /// channel, which costs the server less than a session's framing.
     pub(super) fn for_pass(
         ctx: &'a Context,
         target: &'a Target,
@@ -85,11 +89,7 @@ impl<'a> Scripts<'a> {
         let session = target.user == "root" && scripts_may_follow(desired, status, plans);
         let session_budget = session.then(|| {
             let components = desired.components.iter().map(|c| component_deadline(c.timeout));
-            let removals = status
-                .components
-                .iter()
-                .filter(|s| desired.prune && !desired.components.iter().any(|c| c.name == s.name))
-                .map(|_| crate::desired::DEFAULT_COMPONENT_TIMEOUT);
+            let removals = to_prune(desired, status).map(|_| DEFAULT_COMPONENT_TIMEOUT);
             components
                 .clone()
                 .chain(components)

@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::error::SshError;
-use super::exec::{self, Capped, ExecOutput, Exit, Job, kill, signal_text, wait_close};
+use super::exec::{self, Capped, ExecOutput, Exit, Job, kill, shell_quote, signal_text, wait_close};
 use super::host_key::Checker;
 use super::pool::Lease;
 
@@ -257,21 +257,16 @@ impl Shell {
 
     /// The text sent for one step (see the module documentation).
     fn frame(&self, script: &[u8]) -> Vec<u8> {
+        // Scripts reach here as text already (component stdin and the probe are UTF-8).
+        let script = shell_quote(&String::from_utf8_lossy(script));
         let nonce = &self.nonce;
-        let mut text = Vec::with_capacity(script.len() + 400);
-        text.extend_from_slice(format!("printf '\\n{STEP} %s %s\\n' {nonce} \"$$\"\n").as_bytes());
-        text.extend_from_slice(b"( eval '");
-        for &b in script {
-            if b == b'\'' {
-                text.extend_from_slice(b"'\\''");
-            } else {
-                text.push(b);
-            }
-        }
-        text.extend_from_slice(b"'\n) </dev/null\n");
-        text.extend_from_slice(format!("printf '\\n{DONE} %s %s\\n' {nonce} \"$?\"\n").as_bytes());
-        text.extend_from_slice(format!("printf '\\n{DONE} %s\\n' {nonce} >&2\n").as_bytes());
-        text
+        format!(
+            "printf '\\n{STEP} %s %s\\n' {nonce} \"$$\"\n\
+             ( eval {script}\n) </dev/null\n\
+             printf '\\n{DONE} %s %s\\n' {nonce} \"$?\"\n\
+             printf '\\n{DONE} %s\\n' {nonce} >&2\n"
+        )
+        .into_bytes()
     }
 }
 
