@@ -166,6 +166,12 @@ impl SshArgs {
 
     /// A transport configured from these options.
     pub fn transport(&self) -> crate::ssh::Transport {
+        self.transport_with(tokio_util::sync::CancellationToken::new())
+    }
+
+    /// A transport configured from these options whose running commands are killed when
+    /// `interrupt` is cancelled.
+    pub fn transport_with(&self, interrupt: tokio_util::sync::CancellationToken) -> crate::ssh::Transport {
         let config = crate::ssh::TransportConfig {
             known_hosts_files: self.known_hosts_files(),
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
@@ -173,6 +179,7 @@ impl SshArgs {
             handshake_rate: self.handshake_rate,
             idle_timeout: self.ssh_idle_timeout,
             max_idle_connections: self.ssh_max_idle,
+            interrupt,
             ..crate::ssh::TransportConfig::default()
         };
         crate::ssh::Transport::new(config)
@@ -204,20 +211,39 @@ pub fn load_identity(ssh: &SshArgs, quiet_if_absent: bool) -> Option<std::sync::
     }
 }
 
-/// The reconcile context for one-shot commands (`reconcile`, `plan`).
+/// The reconcile context for one-shot commands (`reconcile`, `plan`, `rollback`).
+/// Cancelling `interrupt` kills every script still running (a second Ctrl-C).
 pub fn reconcile_context(
     tree: &TreeArgs,
     ssh: &SshArgs,
     inventory: &crate::inventory::Inventory,
+    interrupt: tokio_util::sync::CancellationToken,
 ) -> crate::reconcile::Context {
     let needs_secrets = inventory.servers.values().any(|e| !e.server.spec.secrets.is_empty());
     crate::reconcile::Context {
-        transport: std::sync::Arc::new(ssh.transport()),
+        transport: std::sync::Arc::new(ssh.transport_with(interrupt)),
         layout: tree.layout(),
         base: tree_base(tree),
         identity: if needs_secrets { load_identity(ssh, false) } else { None },
         redactor: crate::secrets::Redactor::new(),
     }
+}
+
+/// Takes the inventory for a one-shot command that writes (`reconcile`, `rollback`,
+/// `resume`): refused, naming the owner, while a daemon (or another such command) owns it.
+pub fn own_tree(
+    tree: &TreeArgs,
+    command: &str,
+    state_dir: &std::path::Path,
+    hint: &str,
+) -> anyhow::Result<crate::controller::Owner> {
+    let me = crate::controller::OwnerInfo::this_process(command, state_dir, crate::shard::Shard::ALL);
+    Ok(crate::controller::Owner::acquire(
+        &tree.inventory,
+        &me,
+        crate::shard::Shard::ALL,
+        hint,
+    )?)
 }
 
 /// The folder relative paths in the inventory (such as `identityFile`) are taken from:

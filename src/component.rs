@@ -160,6 +160,22 @@ pub enum Pending {
     CheckDue,
     /// Applied with this digest and checked recently: nothing to run.
     InSync,
+    /// Applied again on request, whatever its digest (a rollback to kept scripts).
+    Reapply,
+}
+
+impl Pending {
+    /// Why an apply run is due, for people; `None` when only a check (or nothing) is.
+    pub fn apply_reason(&self) -> Option<&'static str> {
+        match self {
+            Pending::NeverApplied => Some("never applied"),
+            Pending::ScriptChanged => Some("script changed"),
+            Pending::ConfigChanged => Some("version or config changed"),
+            Pending::NotApplied => Some("the last run did not succeed"),
+            Pending::Reapply => Some("re-applied from a kept deployment"),
+            Pending::CheckDue | Pending::InSync => None,
+        }
+    }
 }
 
 /// Decides what to do with a component: compare the applied digest with the current
@@ -191,7 +207,7 @@ pub fn pending(
     }
     // Passes come back after `interval` ±10 %; 85 % keeps a jittered-early pass a check.
     let due = interval.mul_f64(0.85);
-    let last = p.last_checked_at.or(p.last_applied_at);
+    let last = p.last_check_time.or(p.last_applied_at);
     match last.and_then(|t| now.duration_since(t.0).ok()) {
         Some(age) if age < due && p.state == ComponentState::Applied => Pending::InSync,
         _ => Pending::CheckDue,

@@ -4,7 +4,6 @@
 
 mod store;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,16 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::audit::Audit;
+use crate::controller::{Action, Controller, DEPENDENCY_RECHECK, Owner, OwnerError, OwnerInfo, Scheduler, StatusSink};
 use crate::inventory::Layout;
 use crate::queue::{Queue, QueueConfig};
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, PassMode};
 use crate::ssh::Transport;
-use crate::status::{self, ConditionStatus, ObservedStatus, ReconcileResult, Timestamp, types};
+use crate::status::{self, ConditionStatus, ObservedStatus, Timestamp, reasons, types};
 use crate::watch::{WatchConfig, WatchPaths, Watcher};
 use store::{Changes, Store};
-
-/// How often a server waiting for its dependencies looks again.
-const DEPENDENCY_RECHECK: Duration = Duration::from_secs(30);
 
 /// Settings of one daemon.
 #[derive(Debug, Clone)]
@@ -53,12 +50,9 @@ pub struct Config {
 /// Errors that stop the daemon (per-server failures never do).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// Another daemon holds the lock.
-    #[error("another chom daemon is already running on this inventory (lock {path} is held); stop it first")]
-    Locked {
-        /// The lock file.
-        path: PathBuf,
-    },
+    /// Another process owns the inventory.
+    #[error(transparent)]
+    Owned(#[from] OwnerError),
     /// The state directory cannot be used.
     #[error("cannot use the state directory {path}")]
     StateDir {
@@ -88,53 +82,80 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
 }
 
-/// Takes the daemon lock in the state directory; held until the returned file drops.
-pub fn lock(state_dir: &Path, shard: crate::shard::Shard) -> Result<File, DaemonError> {
-    let io = |source| DaemonError::StateDir {
-        path: state_dir.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(state_dir).map_err(io)?;
-    // Each shard takes its own lock, so N daemons share one checkout and state dir.
-    let path = if shard.count > 1 {
-        state_dir.join(format!("daemon-{}.lock", shard.tag()))
-    } else {
-        state_dir.join("daemon.lock")
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {
-            use std::io::Write as _;
-            let mut f = &file;
-            let _ = f.set_len(0);
-            let _ = writeln!(f, "{}", std::process::id());
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Locked { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
-    }
-}
-
 struct Shared {
     /// Parsed files between refreshes: a change set re-parses only what changed.
     cache: Arc<crate::validate::Cache>,
-    metrics: Arc<crate::metrics::Metrics>,
-    audit: Audit,
-    history: Option<crate::history::History>,
     config: Config,
-    ctx: Context,
-    store: Mutex<Store>,
+    controller: Controller,
+    store: Arc<Mutex<Store>>,
     queue: Queue<String>,
+}
+
+fn lock_store(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_store(&self.store)
+    }
+}
+
+/// The daemon's statuses: kept in the store, then written to the files.
+struct StoreStatuses {
+    store: Arc<Mutex<Store>>,
+}
+
+impl StatusSink for StoreStatuses {
+    /// Stores the new observed status unless the server changed or vanished meanwhile (a
+    /// newer pass is queued then), and writes the status file.
+    fn save(&self, seen: &crate::controller::Server, observed: ObservedStatus) -> std::io::Result<()> {
+        let doc = {
+            let mut store = lock_store(&self.store);
+            let Some(current) = store.servers.get_mut(seen.name()) else {
+                return Ok(());
+            };
+            if current.generation != seen.generation {
+                // Keep what was learnt (hardware, component digests) but not the verdict
+                // on a desired state that is no longer in force.
+                observed.clone_into(&mut current.observed);
+                current.observed.observed_generation = seen.generation;
+            } else {
+                current.observed = observed;
+            }
+            (current.entry.status_path(), current.document())
+        };
+        status::write_if_changed(&doc.0, &doc.1).map(|_| ())
+    }
+}
+
+/// The daemon's work queue as the controller's scheduler.
+struct QueueScheduler {
+    queue: Queue<String>,
+}
+
+impl Scheduler for QueueScheduler {
+    fn schedule(&self, server: &str, action: Action) -> Option<Timestamp> {
+        let key = server.to_owned();
+        match action {
+            Action::Requeue(interval) => {
+                self.queue.forget(&key);
+                self.queue.add_after_jittered(key, interval, 0.1);
+                None
+            }
+            Action::Retry => {
+                let delay = self.queue.add_rate_limited(key);
+                Some(Timestamp(std::time::SystemTime::now() + delay))
+            }
+            Action::AwaitDependency => {
+                self.queue.add_after(key, DEPENDENCY_RECHECK);
+                None
+            }
+            Action::Idle => {
+                self.queue.forget(&key);
+                None
+            }
+        }
     }
 }
 
@@ -145,12 +166,14 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         path: config.state_dir.clone(),
         source,
     })?;
-    let _lock = match lock(&config.state_dir, config.shard) {
-        Err(e @ DaemonError::Locked { .. }) => {
+    let me = OwnerInfo::this_process("daemon", &config.state_dir, config.shard);
+    let hint = "stop it first (one owner per inventory, whatever its state dir)";
+    let _owner = match Owner::acquire(&config.layout.inventory, &me, config.shard, hint) {
+        Err(e) => {
             audit.record("daemon.refused", serde_json::json!({"reason": e.to_string()}));
-            return Err(e);
+            return Err(e.into());
         }
-        other => other?,
+        Ok(owner) => owner,
     };
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
@@ -163,13 +186,6 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         identity: config.identity.clone(),
         redactor: crate::secrets::Redactor::new(),
     };
-    let history = match crate::history::History::open(&config.state_dir) {
-        Ok(h) => Some(h),
-        Err(e) => {
-            error!(dir = %config.state_dir.display(), error = %e, "cannot keep deployment history; continuing without it");
-            None
-        }
-    };
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let listener = match config.metrics_addr {
         Some(addr) => Some(
@@ -179,15 +195,19 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         ),
         None => None,
     };
+    let store = Arc::new(Mutex::new(Store::default()));
+    let queue = Queue::new(config.queue.clone());
+    let controller = Controller::new(ctx, config.state_dir.clone(), config.layout.inventory.clone())
+        .with_audit(audit)
+        .with_metrics(metrics.clone())
+        .with_statuses(Arc::new(StoreStatuses { store: store.clone() }))
+        .with_scheduler(Arc::new(QueueScheduler { queue: queue.clone() }));
     let shared = Arc::new(Shared {
         cache: Arc::new(crate::validate::Cache::default()),
-        metrics: metrics.clone(),
-        audit,
-        history,
-        queue: Queue::new(config.queue.clone()),
+        queue,
         config: config.clone(),
-        ctx,
-        store: Mutex::new(Store::default()),
+        controller,
+        store,
     });
     let paths = WatchPaths {
         inventory: config.layout.inventory.clone(),
@@ -199,7 +219,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     refresh(&shared).await?;
     let servers = shared.store().servers.len();
     info!(servers, workers = config.workers, shard = %config.shard, "daemon started");
-    shared.audit.record(
+    shared.controller.audit(
         "daemon.started",
         serde_json::json!({"servers": servers, "pid": std::process::id()}),
     );
@@ -214,7 +234,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         })
     });
 
-    shared.metrics.set_ready();
+    metrics.set_ready();
     let metrics_task = listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             info!(addr = %addr, "serving /metrics, /healthz and /readyz");
@@ -245,11 +265,15 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
                 }
             },
             _ = hup.recv() => {
-                info!("SIGHUP: full resync");
+                info!("SIGHUP: full resync; every server's components are checked now");
                 if let Err(e) = refresh(&shared).await {
                     error!(error = %e, "re-reading the inventory failed");
                 }
-                let names: Vec<String> = shared.store().servers.keys().cloned().collect();
+                let names: Vec<String> = {
+                    let mut store = shared.store();
+                    store.servers.values_mut().for_each(|t| t.checked = false);
+                    store.servers.keys().cloned().collect()
+                };
                 for name in names {
                     shared.queue.add(name);
                 }
@@ -282,8 +306,8 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         task.abort();
     }
     shared
-        .audit
-        .record("daemon.stopped", serde_json::json!({"drained": drained}));
+        .controller
+        .audit("daemon.stopped", serde_json::json!({"drained": drained}));
     info!("daemon stopped");
     Ok(())
 }
@@ -309,7 +333,7 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
         info!(server = %t.desired.name, file = %t.entry.path.display(), "server removed from the inventory");
         shared.queue.remove(&t.desired.name);
         let target = crate::detect::target_for(&t.entry, &shared.config.base);
-        shared.ctx.transport.disconnect(&target).await;
+        shared.controller.ctx.transport.disconnect(&target).await;
         let path = t.entry.status_path();
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -339,7 +363,7 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
         observed.set_condition(
             types::SPEC_VALID,
             ConditionStatus::False,
-            "Invalid",
+            reasons::INVALID,
             format!("{} has never validated; nothing is done until it does", file.display()),
             0,
             Timestamp::now(),
@@ -373,95 +397,39 @@ async fn worker(shared: Arc<Shared>, hard_stop: CancellationToken) {
     }
 }
 
+/// One pass of one server through the controller; then the systemd status line and the
+/// servers that were waiting for this one.
 async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
-    let Some(tracked) = shared.store().servers.get(name).cloned() else {
-        return;
-    };
-    let deployment_id = reconcile::new_deployment_id();
-    match crate::pin::check(&shared.config.state_dir, name, &tracked.hash) {
-        crate::pin::PinState::Pinned(pin) => {
-            // Rolled back: leave it alone; look again at the interval (or on SIGHUP)
-            // in case `chom resume` released it.
-            let mut t = tracked.clone();
-            crate::pin::mark(&mut t.observed, &pin, t.generation);
-            store_and_write(shared, name, &t, t.observed.clone());
-            shared
-                .queue
-                .add_after_jittered(name.to_owned(), tracked.desired.interval, 0.1);
+    let (server, checked) = {
+        let store = shared.store();
+        let Some(tracked) = store.servers.get(name) else {
             return;
-        }
-        crate::pin::PinState::Released(pin) => {
-            info!(server = %name, deployment = %pin.deployment, "desired state changed: rollback pin released");
-            shared.audit.record(
-                "pin.released",
-                serde_json::json!({"server": name, "deployment": pin.deployment}),
-            );
-        }
-        crate::pin::PinState::None => {}
-    }
-    if let Some(waiting) = unready_dependency(shared, &tracked.desired.depends_on) {
-        let mut t = tracked.clone();
-        t.observed.set_condition(
-            types::READY,
-            ConditionStatus::False,
-            "DependencyNotReady",
-            format!("waiting for {waiting} to be Ready at its current generation"),
-            t.generation,
-            Timestamp::now(),
-        );
-        t.observed.observed_generation = t.generation;
-        store_and_write(shared, name, &t, t.observed.clone());
-        shared.queue.add_after(name.to_owned(), DEPENDENCY_RECHECK);
-        return;
-    }
+        };
+        (tracked.server(), tracked.checked)
+    };
+    // The first pass over each server after start (or SIGHUP) checks every component.
+    let mode = if checked {
+        PassMode::Periodic
+    } else {
+        PassMode::CheckNow
+    };
+    let unready = unready_dependency(shared, &server.desired.depends_on);
+    let deployment_id = reconcile::new_deployment_id();
     let started_at = Timestamp::now();
-    let outcome = reconcile::reconcile(
-        &shared.ctx,
-        &tracked.entry,
-        &tracked.desired,
-        tracked.generation,
-        Some(&tracked.observed),
-        &deployment_id,
-    )
-    .await;
-    record_history(shared, &tracked, &outcome, &deployment_id, started_at);
-    let seconds = std::time::SystemTime::now()
-        .duration_since(started_at.0)
-        .map_or(0.0, |d| d.as_secs_f64());
-    shared.metrics.observe_reconcile(outcome.result, seconds);
-    for c in &outcome.status.components {
-        match c.state {
-            crate::status::ComponentState::Failed => shared.metrics.observe_component(&c.name, "failed"),
-            crate::status::ComponentState::Applied if c.changed => shared.metrics.observe_component(&c.name, "applied"),
-            _ => {}
-        }
+    let done = shared.controller.run_one(&server, &deployment_id, mode, unready).await;
+    if let Some(record) = done.record {
+        shared
+            .controller
+            .store_deployment(&deployment_id, started_at, vec![record]);
     }
-    let mut observed = outcome.status;
-    for c in observed.components.iter().filter(|c| c.changed) {
-        shared.audit.record(
-            "component.applied",
-            serde_json::json!({
-                "server": name, "component": c.name, "digest": c.applied_digest,
-                "deploymentId": deployment_id, "generation": tracked.generation,
-            }),
-        );
+    if mode == PassMode::CheckNow
+        && done.outcome.result == crate::status::ReconcileResult::Succeeded
+        && let Some(t) = shared.store().servers.get_mut(name)
+        && t.generation == server.generation
+    {
+        t.checked = true;
     }
-    match outcome.result {
-        ReconcileResult::Failed => {
-            let delay = shared.queue.add_rate_limited(name.to_owned());
-            observed.next_retry_at = Some(Timestamp(std::time::SystemTime::now() + delay));
-        }
-        _ => {
-            shared.queue.forget(&name.to_owned());
-            if !tracked.desired.suspend {
-                shared
-                    .queue
-                    .add_after_jittered(name.to_owned(), tracked.desired.interval, 0.1);
-            }
-        }
-    }
-    let ready = observed.is_ready_at(tracked.generation);
-    store_and_write(shared, name, &tracked, observed);
+    let ready = done.outcome.status.is_ready_at(server.generation);
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         let (ready_count, total) = {
             let store = shared.store();
@@ -476,7 +444,7 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         };
         crate::systemd::notify(&format!("STATUS={ready_count}/{total} servers ready"));
     }
-    if ready {
+    if ready && done.action != Action::AwaitDependency {
         // Servers waiting for this one need not wait for their next 30 s re-check.
         let waiting: Vec<String> = shared
             .store()
@@ -509,81 +477,9 @@ fn snapshot(shared: &Shared) -> crate::metrics::Snapshot {
     crate::metrics::Snapshot {
         queue_depth: shared.queue.len() as i64,
         active_workers: shared.queue.processing() as i64,
-        open_connections: shared.ctx.transport.open_connections() as i64,
+        open_connections: shared.controller.ctx.transport.open_connections() as i64,
         servers,
     }
-}
-
-/// A daemon pass is a deployment record when it changed something or failed; a quiet
-/// drift check is not. Hardware is snapshotted whenever it differs from the last one.
-fn record_history(
-    shared: &Arc<Shared>,
-    tracked: &store::Tracked,
-    outcome: &reconcile::Outcome,
-    deployment_id: &str,
-    started_at: Timestamp,
-) {
-    let Some(history) = &shared.history else { return };
-    let name = &tracked.desired.name;
-    if let Some(hw) = &outcome.status.hardware
-        && let Err(e) = history.snapshot_hardware(name, hw)
-    {
-        warn!(server = %name, error = %e, "cannot record the hardware snapshot");
-    }
-    let changed = outcome.status.components.iter().any(|c| c.changed);
-    if !changed && outcome.result != ReconcileResult::Failed {
-        return;
-    }
-    let finished = Timestamp::now();
-    let took = finished
-        .0
-        .duration_since(started_at.0)
-        .map_or(0, |d| d.as_millis() as u64);
-    let server = crate::history::server_record(
-        &tracked.desired,
-        tracked.generation,
-        &outcome.status,
-        outcome.result,
-        took,
-        outcome
-            .hardware_changes
-            .iter()
-            .map(|c| format!("hardware changed: {c}"))
-            .collect(),
-    );
-    let record = crate::history::Record {
-        id: deployment_id.to_owned(),
-        deployer: crate::audit::who(),
-        commit: crate::audit::git_commit(&shared.config.layout.inventory),
-        desired_hash: server.desired_hash.clone(),
-        started_at,
-        finished_at: finished,
-        servers: vec![server],
-    };
-    if let Err(e) = history.store(record) {
-        warn!(error = %e, "cannot store the deployment record");
-    }
-}
-
-/// Stores the new observed status unless the server changed or vanished meanwhile (a
-/// newer pass is queued then), and writes the status file.
-fn store_and_write(shared: &Arc<Shared>, name: &str, seen: &store::Tracked, observed: ObservedStatus) {
-    let doc = {
-        let mut store = shared.store();
-        let Some(current) = store.servers.get_mut(name) else {
-            return;
-        };
-        if current.generation != seen.generation {
-            // Keep what was learnt (hardware, component digests) but not the verdict
-            // on a desired state that is no longer in force.
-            observed.clone_into(&mut current.observed);
-            current.observed.observed_generation = seen.generation;
-        } else {
-            current.observed = observed;
-        }
-        (current.entry.status_path(), current.document())
-    };
-    write_status(&doc.0, &doc.1);
 }
 
 /// The first dependency not Ready at its current generation, if any.

@@ -51,6 +51,7 @@ impl DetectError {
                 SshError::ConnectRefused { .. } => "ConnectionRefused",
                 SshError::ConnectTimeout { .. } => "ConnectTimeout",
                 SshError::Timeout { .. } => "CommandTimeout",
+                SshError::Interrupted { .. } => "Interrupted",
                 SshError::SudoNeedsPassword { .. } => "SudoNeedsPassword",
                 _ => "SshError",
             },

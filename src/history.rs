@@ -222,6 +222,7 @@ fn join(items: &[&String]) -> String {
 }
 
 /// The history folder of a state directory.
+#[derive(Debug, Clone)]
 pub struct History {
     dir: PathBuf,
     hardware_dir: PathBuf,
@@ -269,17 +270,23 @@ impl History {
 
     /// Stores the scripts and merged configs of a server's applied components as
     /// objects and notes their ids in the record, so `chom rollback` can re-apply them.
-    pub fn keep_objects(&self, record: &mut ServerRecord, desired: &DesiredState, layout: &crate::inventory::Layout) {
+    pub fn keep_objects(
+        &self,
+        record: &mut ServerRecord,
+        desired: &DesiredState,
+        scripts: &BTreeMap<String, std::sync::Arc<[u8]>>,
+    ) {
         for c in &mut record.components {
             if c.state != "Applied" {
                 continue;
             }
-            let Some(d) = desired.components.iter().find(|d| d.name == c.name) else {
+            let (Some(d), Some(script)) = (
+                desired.components.iter().find(|d| d.name == c.name),
+                scripts.get(&c.name),
+            ) else {
                 continue;
             };
-            if let Ok(script) = layout.read_script(&c.name) {
-                c.script = self.put_object(&script).ok();
-            }
+            c.script = self.put_object(script).ok();
             let config = Value::Object(d.config.clone()).to_string();
             c.config = self.put_object(config.as_bytes()).ok();
         }

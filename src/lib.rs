@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod audit;
 pub mod cli;
 pub mod component;
+pub mod controller;
 pub mod daemon;
 pub mod desired;
 pub mod detect;

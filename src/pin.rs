@@ -80,17 +80,24 @@ pub enum PinState {
 
 /// Sets the `Pinned` condition (and Ready False, reason Pinned) on a status.
 pub fn mark(status: &mut crate::status::ObservedStatus, pin: &Pin, generation: u64) {
-    use crate::status::{ConditionStatus, types};
+    use crate::status::{ConditionStatus, reasons, types};
     let message = format!(
         "rolled back to deployment {} by {}; run `chom resume` to release, or change the server's desired state",
         pin.deployment, pin.by
     );
     let now = Timestamp::now();
-    status.set_condition("Pinned", ConditionStatus::True, "RolledBack", &message, generation, now);
+    status.set_condition(
+        types::PINNED,
+        ConditionStatus::True,
+        reasons::ROLLED_BACK,
+        &message,
+        generation,
+        now,
+    );
     status.set_condition(
         types::READY,
         ConditionStatus::False,
-        "Pinned",
+        reasons::PINNED,
         &message,
         generation,
         now,

@@ -67,6 +67,10 @@ pub struct TransportConfig {
     pub output_cap: usize,
     /// After a deadline, how long TERM gets before KILL (default 2 s).
     pub kill_grace: Duration,
+    /// Cancelled to cut every running command short: each is killed on its server the way
+    /// a passed deadline kills it, and ends with [`SshError::Interrupted`] (a second Ctrl-C,
+    /// or a daemon's shutdown past its bound). Never cancelled by default.
+    pub interrupt: CancellationToken,
 }
 
 impl Default for TransportConfig {
@@ -87,6 +91,7 @@ impl Default for TransportConfig {
             max_channels_per_connection: 8,
             output_cap: 1024 * 1024,
             kill_grace: Duration::from_secs(2),
+            interrupt: CancellationToken::new(),
         }
     }
 }
@@ -157,6 +162,7 @@ impl Transport {
                 deadline: req.deadline,
                 cap: self.config.output_cap,
                 kill_grace: self.config.kill_grace,
+                interrupt: &self.config.interrupt,
             };
             match exec::run(&conn.handle, job).await {
                 Ok(out) if wrapped && sudo_wants_password(&out.exit, &out.stderr) => {
@@ -198,6 +204,7 @@ impl Transport {
                         until,
                         cap: self.config.output_cap,
                         kill_grace: self.config.kill_grace,
+                        interrupt: self.config.interrupt.clone(),
                     };
                     return Ok(Shell::new(opened, reader, writer));
                 }

@@ -109,8 +109,59 @@ pub mod types {
     pub const SECRETS_RESOLVED: &str = "SecretsResolved";
     /// Every component is applied and in sync.
     pub const COMPONENTS_READY: &str = "ComponentsReady";
-    /// A check run found drift.
+    /// True while drift found by a check run is not corrected (`driftPolicy: report`);
+    /// False says when drift was last corrected or that the last checks found none.
     pub const DRIFTED: &str = "Drifted";
+    /// Present (True) while `chom rollback` holds the server at an earlier deployment.
+    pub const PINNED: &str = "Pinned";
+}
+
+/// Condition reasons chom writes (CamelCase, machine-readable), in one place. Reasons
+/// from the SSH and detection errors (`HostKeyChanged`, `AuthFailed`, …) come from
+/// those errors' `reason()`, and the hardware judgements' from `judge`.
+pub mod reasons {
+    /// Ready: every component applied (and checked, the message says when).
+    pub const RECONCILED: &str = "Reconciled";
+    /// Ready: `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// Ready: a rollback pin holds the server.
+    pub const PINNED: &str = "Pinned";
+    /// Pinned: the reason of the pin itself.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// Ready: a `dependsOn` server is not Ready at its current generation.
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    /// Ready, ComponentsReady: a component failed.
+    pub const COMPONENT_FAILED: &str = "ComponentFailed";
+    /// ComponentsReady: every component applied.
+    pub const ALL_APPLIED: &str = "AllApplied";
+    /// Ready, Drifted: drift found and left alone (`driftPolicy: report`).
+    pub const DRIFT_FOUND: &str = "DriftFound";
+    /// Drifted: drift was found and corrected in the last pass.
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+    /// Drifted: the last checks found none.
+    pub const IN_SYNC: &str = "InSync";
+    /// Ready: the pass was interrupted (Ctrl-C, shutdown) before it finished.
+    pub const INTERRUPTED: &str = "Interrupted";
+    /// Reconciling: a new generation waits for its pass.
+    pub const NEW_GENERATION: &str = "NewGeneration";
+    /// SpecValid.
+    pub const VALID: &str = "Valid";
+    /// SpecValid False.
+    pub const INVALID: &str = "Invalid";
+    /// Reachable.
+    pub const CONNECTED: &str = "Connected";
+    /// HardwareDetected Unknown: not connected.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// HardwareDetected.
+    pub const DETECTED: &str = "Detected";
+    /// SecretsResolved.
+    pub const RESOLVED: &str = "Resolved";
+    /// SecretsResolved False: no age identity.
+    pub const NO_IDENTITY: &str = "NoIdentity";
+    /// SecretsResolved False: secrets.d cannot be read or decrypted.
+    pub const SECRETS_UNREADABLE: &str = "SecretsUnreadable";
+    /// SecretsResolved False: a referenced secret is missing.
+    pub const SECRET_MISSING: &str = "SecretMissing";
 }
 
 impl ObservedStatus {
@@ -268,9 +319,19 @@ pub struct ComponentStatus {
     /// When it was last applied successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_at: Option<Timestamp>,
-    /// When a check run last found it in sync (or it was applied).
+    /// When chom last looked at it on the server: a check run, or an apply run (which
+    /// leaves it in sync). A pass that skipped it (checked within its `interval`) leaves
+    /// this unchanged, so it always says how fresh the verdict is.
+    #[serde(
+        default,
+        alias = "lastCheckedAt",
+        rename = "lastCheckTime",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_check_time: Option<Timestamp>,
+    /// What that last look found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_checked_at: Option<Timestamp>,
+    pub last_check_result: Option<CheckResult>,
     /// SHA-256 (first 16 bytes, hex) of the script last applied, so a plan can tell a
     /// changed script from a changed config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +360,19 @@ pub enum ComponentState {
     /// Dropped from the server's list; what it installed is still there (set
     /// `prune: true` to remove it).
     Orphaned,
+}
+
+/// What the last look at a component on its server found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CheckResult {
+    /// A check run found it in sync.
+    InSync,
+    /// An apply run made it match (first apply, or a new script, version or config).
+    Applied,
+    /// A check run found drift and an apply run corrected it.
+    DriftCorrected,
+    /// A check run found drift that was left alone (`driftPolicy: report`).
+    DriftFound,
 }
 
 /// A resource a component reported managing.

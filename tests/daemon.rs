@@ -304,18 +304,32 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     );
     assert!(http_get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
 
-    // A second daemon on the same inventory refuses to start.
-    let second = Command::new(env!("CARGO_BIN_EXE_chom"))
-        .current_dir(fleet.dir.path())
-        .env("HOME", fleet.dir.path())
-        .args(["daemon", "--known-hosts", fleet.sshd.known_hosts.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(second.status.code(), Some(2));
+    // A second daemon on the same inventory refuses to start, whatever its state dir (the
+    // lock is the inventory's), and so do one-shot commands that write; the refusal names
+    // the owner's PID and state dir.
+    let other_state = tempfile::tempdir().unwrap();
+    let owner = format!("is owned by chom daemon (PID {}", daemon.child.id());
+    for args in [
+        vec!["daemon"],
+        vec!["daemon", "--state-dir", other_state.path().to_str().unwrap()],
+        vec!["reconcile"],
+        vec!["rollback", "web-1"],
+    ] {
+        let second = Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(fleet.dir.path())
+            .env("HOME", fleet.dir.path())
+            .args(&args)
+            .args(["--known-hosts", fleet.sshd.known_hosts.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&owner), "{args:?}: {stderr}");
+        assert!(stderr.contains("/.chom"), "{args:?} names the state dir: {stderr}");
+    }
     assert!(
-        String::from_utf8_lossy(&second.stderr).contains("already running"),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
+        std::fs::read_dir(other_state.path()).unwrap().next().is_none() || !other_state.path().join("history").exists(),
+        "the refused daemon recorded nothing"
     );
 
     let exit = daemon.terminate();
@@ -515,4 +529,97 @@ fn the_daemon_leaves_a_pinned_server_alone_until_resume() {
         std::fs::read_to_string(&out).is_ok_and(|t| t == "one")
     });
     assert!(daemon.terminate().success());
+}
+
+fn chom(fleet: &Fleet, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chom"))
+        .current_dir(fleet.dir.path())
+        .env("HOME", fleet.dir.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_daemon_deployment_can_be_rolled_back_to_and_a_started_daemon_checks_every_server() {
+    let fleet = Fleet::new();
+    let out = fleet.dir.path().join("web-1.out");
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    fleet.write(
+        "web-1",
+        &fleet.server_text("web-1", &fleet.file_component("web-1", "one")),
+    );
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("web-1 Ready", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
+    });
+    assert_eq!(read(), "one");
+    fleet.write(
+        "web-1",
+        &fleet.server_text("web-1", &fleet.file_component("web-1", "two")),
+    );
+    wait_for("web-1 at generation 2", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| s["status"]["observedGeneration"] == 2 && condition(&s, "Ready")["status"] == "True")
+    });
+    assert_eq!(read(), "two");
+    assert!(daemon.terminate().success());
+
+    // Both daemon passes are deployments in the history, with their scripts kept.
+    let history = chom(&fleet, &["history", "web-1", "-o", "json"]);
+    let records: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let first = records[0]["id"].as_str().unwrap().to_owned();
+    let kh = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+    let rollback = chom(&fleet, &["rollback", "web-1", "--to", &first, "--known-hosts", &kh]);
+    assert!(
+        rollback.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&rollback.stdout),
+        String::from_utf8_lossy(&rollback.stderr)
+    );
+    assert_eq!(read(), "one", "the daemon's first deployment is back on the server");
+    // The rollback is a deployment of its own in the history.
+    let history = chom(&fleet, &["history", "web-1", "-o", "json"]);
+    let records: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(records.len(), 3, "{records:#?}");
+    assert_eq!(records[2]["servers"][0]["components"][0]["state"], "Applied");
+
+    // A daemon started on the tree leaves the rollback alone: it is never silently undone.
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("web-1 Pinned", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "Ready")["reason"] == "Pinned")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read(), "one");
+    // Resumed while the daemon runs: the pin is released and the daemon told at once.
+    let resume = chom(&fleet, &["resume", "web-1"]);
+    assert!(resume.status.success(), "{}", String::from_utf8_lossy(&resume.stderr));
+    assert!(
+        String::from_utf8_lossy(&resume.stdout).contains("was told to reconcile it now"),
+        "{}",
+        String::from_utf8_lossy(&resume.stdout)
+    );
+    wait_for("web-1 back at two", &daemon, || read() == "two");
+    assert!(daemon.terminate().success());
+
+    // Drift while no daemon runs: the next daemon checks every component in its first pass
+    // (the interval is the default 10m) and corrects it.
+    std::fs::write(&out, "changed by hand").unwrap();
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("drift corrected", &daemon, || read() == "two");
+    wait_for("Drifted=False DriftCorrected", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| condition(&s, "Drifted")["reason"] == "DriftCorrected")
+    });
+    assert!(daemon.terminate().success());
+    let audit = std::fs::read_to_string(fleet.dir.path().join(".chom/audit.jsonl")).unwrap();
+    assert!(audit.contains("\"action\":\"drift.corrected\""), "{audit}");
 }

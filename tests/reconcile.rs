@@ -109,7 +109,7 @@ fn runs(out: &Path) -> Vec<String> {
 }
 
 #[test]
-fn an_unchanged_component_is_not_run_again_until_its_interval() {
+fn an_explicit_pass_checks_every_component_and_reapplies_only_what_changed() {
     let fleet = Fleet::new();
     let out = fleet.out("web-1");
     let spec = |content: &str| {
@@ -121,92 +121,54 @@ fn an_unchanged_component_is_not_run_again_until_its_interval() {
     fleet.server("web-1", &spec("hello"));
     assert!(fleet.reconcile(&[]).status.success());
     assert!(fleet.reconcile(&[]).status.success());
-    assert_eq!(runs(&out), ["apply"], "the second pass did not run the script");
+    assert_eq!(
+        runs(&out),
+        ["apply", "check"],
+        "the second pass checked it (the default interval is 10m) and applied nothing"
+    );
+    let s = fleet.status("web-1");
+    assert_eq!(
+        condition(&s, "Ready")["message"],
+        "every component is applied and was checked in sync in this pass"
+    );
+    assert_eq!(component(&s, "file")["lastCheckResult"], "InSync");
+    assert!(component(&s, "file")["lastCheckTime"].is_string());
     std::fs::write(
         fleet.dir.path().join("scripts/file.sh"),
         format!("{FILE_SCRIPT}\n# edited\n"),
     )
     .unwrap();
     assert!(fleet.reconcile(&[]).status.success());
-    assert_eq!(runs(&out), ["apply", "apply"], "a changed script is applied");
+    assert_eq!(runs(&out), ["apply", "check", "apply"], "a changed script is applied");
     fleet.server("web-1", &spec("bye"));
     assert!(fleet.reconcile(&[]).status.success());
-    assert_eq!(runs(&out), ["apply", "apply", "apply"], "a changed config is applied");
+    assert_eq!(
+        runs(&out),
+        ["apply", "check", "apply", "apply"],
+        "a changed config is applied"
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "bye");
-}
-
-#[test]
-fn dropped_components_are_orphaned_and_pruned_only_when_asked() {
-    let fleet = Fleet::new();
-    let out = fleet.out("web-1");
-    // Server-level config: a dropped component still gets it in remove mode.
-    let config = format!("  config: {{path: {}, content: x}}\n", out.display());
-    fleet.server("web-1", &format!("{config}  components:\n    - name: file\n"));
+    fleet.server("web-1", &spec("hello"));
     assert!(fleet.reconcile(&[]).status.success());
-    assert!(out.exists());
-    fleet.server("web-1", &format!("{config}  components: []\n"));
-    assert!(fleet.reconcile(&[]).status.success());
-    let orphan = component(&fleet.status("web-1"), "file");
-    assert_eq!(orphan["state"], "Orphaned");
-    assert!(orphan["message"].as_str().unwrap().contains("prune: true"));
-    assert!(out.exists(), "nothing removed without prune");
-    fleet.server("web-1", &format!("{config}  prune: true\n  components: []\n"));
-    assert!(fleet.reconcile(&[]).status.success());
-    assert!(!out.exists(), "removed by the script's remove mode");
-    assert!(fleet.status("web-1")["status"]["components"].is_null());
-    assert_eq!(runs(&out).last().map(String::as_str), Some("remove"));
-}
-
-#[test]
-fn components_are_checked_at_their_interval_and_drift_is_corrected() {
-    let fleet = Fleet::new();
-    let out = fleet.out("web-1");
-    fleet.server(
-        "web-1",
-        &format!(
-            "  interval: 1s\n  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
-            out.display()
-        ),
-    );
-    let first = fleet.reconcile(&[]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello");
-    let s = fleet.status("web-1");
-    assert_eq!(s["kind"], "ServerStatus");
-    assert_eq!(s["metadata"]["generation"], 1);
-    assert_eq!(s["status"]["observedGeneration"], 1);
-    assert_eq!(condition(&s, "Ready")["status"], "True");
-    assert_eq!(condition(&s, "Reachable")["status"], "True");
-    assert_eq!(condition(&s, "HardwareDetected")["status"], "True");
-    assert!(condition(&s, "Reconciling").is_null() && condition(&s, "Stalled").is_null());
-    assert!(s["status"]["hardware"]["cpu"].as_u64().unwrap() >= 1);
-    let c = component(&s, "file");
-    assert_eq!(
-        (c["state"].as_str(), c["changed"].as_bool()),
-        (Some("Applied"), Some(true))
-    );
-    assert_eq!(c["resources"][0]["kind"], "file");
-    let ready_since = condition(&s, "Ready")["lastTransitionTime"].clone();
-
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = fleet.reconcile(&[]);
-    assert!(second.status.success());
-    let s = fleet.status("web-1");
-    assert_eq!(component(&s, "file")["changed"], false, "in sync: only checked");
-    assert_eq!(runs(&out), ["apply", "check"]);
-    assert_eq!(
-        condition(&s, "Ready")["lastTransitionTime"],
-        ready_since,
-        "no transition, no new time"
-    );
-    assert_eq!(s["metadata"]["generation"], 1);
-    assert_eq!(s["status"]["recentRuns"].as_array().unwrap().len(), 2);
-
     std::fs::write(&out, "tampered").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert!(fleet.reconcile(&[]).status.success());
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello", "drift corrected");
-    assert_eq!(component(&fleet.status("web-1"), "file")["changed"], true);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "hello",
+        "drift corrected at once"
+    );
+    let s = fleet.status("web-1");
+    assert_eq!(component(&s, "file")["changed"], true);
+    assert_eq!(component(&s, "file")["lastCheckResult"], "DriftCorrected");
+    assert_eq!(condition(&s, "Drifted")["status"], "False");
+    assert_eq!(condition(&s, "Drifted")["reason"], "DriftCorrected");
+    assert!(
+        condition(&s, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("; drift in file corrected"),
+        "{s}"
+    );
 
     // A config change is a new generation and is applied.
     fleet.server(
@@ -218,7 +180,8 @@ fn components_are_checked_at_their_interval_and_drift_is_corrected() {
     );
     assert!(fleet.reconcile(&[]).status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "bye");
-    assert_eq!(fleet.status("web-1")["metadata"]["generation"], 2);
+    // hello, the edited script, bye, hello again, and now the interval: five generations.
+    assert_eq!(fleet.status("web-1")["metadata"]["generation"], 5);
 }
 
 #[test]
@@ -234,12 +197,12 @@ fn drift_is_only_reported_under_the_report_policy() {
     );
     assert!(fleet.reconcile(&[]).status.success());
     std::fs::write(&out, "tampered").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     fleet.reconcile(&[]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "tampered", "not corrected");
     let s = fleet.status("web-1");
     assert_eq!(condition(&s, "Drifted")["status"], "True");
-    assert_eq!(condition(&s, "Ready")["reason"], "Drifted");
+    assert_eq!(condition(&s, "Ready")["reason"], "DriftFound");
+    assert_eq!(component(&s, "file")["lastCheckResult"], "DriftFound");
     assert_eq!(component(&s, "file")["state"], "Drifted");
 }
 
@@ -357,6 +320,11 @@ fn plan_shows_pending_changes_and_changes_nothing() {
         "tampered",
         "plan corrected nothing"
     );
+    // `chom reconcile` agrees with the plan: it corrects the drift the plan found, and the
+    // plan after it finds nothing.
+    assert!(fleet.reconcile(&[]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello");
+    assert_eq!(fleet.plan().status.code(), Some(0));
 
     fleet.server("web-1", &spec("bye"));
     let text = String::from_utf8_lossy(&fleet.plan().stdout).into_owned();
@@ -366,8 +334,8 @@ fn plan_shows_pending_changes_and_changes_nothing() {
     assert!(text.contains("script changed"), "{text}");
     assert_eq!(
         runs(&out).iter().filter(|m| *m == "apply").count(),
-        1,
-        "only the one reconcile applied"
+        2,
+        "only the two reconciles applied"
     );
 }
 
@@ -637,6 +605,10 @@ fn rollback_reapplies_the_previous_script_and_pins_until_resume() {
         "released: the current script is applied again"
     );
     assert!(condition(&fleet.status("web-1"), "Pinned").is_null());
+    // The rollback is a deployment in the history, between the two passes and the last.
+    let history = fleet.chom(&["history", "web-1", "-o", "json"], "");
+    let records: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(records.len(), 4, "{records:#?}");
     let audit = std::fs::read_to_string(fleet.dir.path().join(".chom/audit.jsonl")).unwrap();
     assert!(
         audit.contains("\"action\":\"rollback\"") && audit.contains("\"action\":\"resume\""),

@@ -1,22 +1,23 @@
 //! `chom plan [NAME…]`: what a reconcile would do, per server and component, without
-//! changing anything: digests are compared with the status files, and components
-//! already applied run in `check` mode.
+//! changing anything. It is the controller's own pass in dry-run mode: the same gates,
+//! digests and check runs as `chom reconcile`, with every apply and removal left out, so
+//! the two always agree.
 //!
 //! Exit codes: 0 nothing to do, 3 changes pending, 1 an error (a server unreachable or
 //! a check that failed), 2 usage or environment errors.
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use super::{SshArgs, TreeArgs, table};
-use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Pending, Run};
+use crate::component;
+use crate::controller::{Controller, Server};
 use crate::desired;
-use crate::reconcile::{self, Context};
-use crate::ssh::Exit;
-use crate::status;
+use crate::reconcile::{self, Outcome, PassMode, StepKind};
+use crate::status::{ReconcileResult, reasons, types};
 
 /// Show what a reconcile would change, without changing anything.
 ///
@@ -61,9 +62,10 @@ struct Line {
 /// Builds and prints the plan.
 pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
-    let layout = args.tree.layout();
-    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory);
-    let digests = Arc::new(desired::sources(&inventory, &layout));
+    let state_dir = super::state_dir(&args.tree, None);
+    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory, CancellationToken::new());
+    let controller = Arc::new(Controller::read_only(ctx, state_dir, args.tree.inventory.clone()));
+    let sources = Arc::new(desired::sources(&inventory, &args.tree.layout()));
     let inventory = Arc::new(inventory);
     let deployment_id = format!("plan-{}", reconcile::new_deployment_id());
     let runtime = super::runtime()?;
@@ -71,23 +73,26 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         let limit = Arc::new(tokio::sync::Semaphore::new(args.workers.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for name in names {
-            let (ctx, inventory, digests, limit, id) = (
-                ctx.clone(),
+            let (controller, inventory, sources, limit, id) = (
+                controller.clone(),
                 inventory.clone(),
-                digests.clone(),
+                sources.clone(),
                 limit.clone(),
                 deployment_id.clone(),
             );
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.ok();
-                plan_server(&ctx, &inventory, &digests, &name, &id).await
+                let entry = inventory.servers.get(&name)?;
+                let server = Server::from_files(&inventory, entry, &sources);
+                let done = controller.run_one(&server, &id, PassMode::DryRun, None).await;
+                Some(lines_of(&name, &done.outcome))
             });
         }
         let mut lines = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            lines.extend(joined.unwrap_or_default());
+            lines.extend(joined.ok().flatten().unwrap_or_default());
         }
-        ctx.transport.close_all().await;
+        controller.ctx.transport.close_all().await;
         lines
     });
     lines.sort_by(|a, b| a.server.cmp(&b.server));
@@ -108,18 +113,9 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
-async fn plan_server(
-    ctx: &Context,
-    inventory: &crate::inventory::Inventory,
-    digests: &desired::Sources,
-    name: &str,
-    deployment_id: &str,
-) -> Vec<Line> {
-    let Some(entry) = inventory.servers.get(name) else {
-        return Vec::new();
-    };
-    let desired = desired::desired_state(inventory, entry, digests);
-    let previous = status::read(&entry.status_path()).map(|s| s.status);
+/// The plan lines of one server, from its dry-run pass: one per component, or one for
+/// the whole server when it was held back or could not be reached.
+fn lines_of(name: &str, outcome: &Outcome) -> Vec<Line> {
     let line = |component: &str, verdict, plan: &str, detail: String| Line {
         server: name.to_owned(),
         component: component.to_owned(),
@@ -127,109 +123,36 @@ async fn plan_server(
         plan: plan.to_owned(),
         detail,
     };
-    if desired.suspend {
-        return vec![line(
-            "-",
-            Verdict::InSync,
-            "suspended",
-            "spec.suspend is true; nothing will run".to_owned(),
-        )];
+    let ready = outcome.status.condition(types::READY);
+    let why = ready.map(|c| c.message.clone()).unwrap_or_default();
+    match ready.map(|c| c.reason.as_str()) {
+        Some(reasons::SUSPENDED) => return vec![line("-", Verdict::InSync, "suspended", why)],
+        Some(reasons::PINNED) if outcome.steps.is_empty() => return vec![line("-", Verdict::InSync, "pinned", why)],
+        _ => {}
     }
-    let target = crate::detect::target_for(entry, &ctx.base);
-    let resolved = reconcile::resolve_secrets(ctx, &desired).map_err(|(_, why)| why);
-    let mut lines = Vec::new();
-    for c in &desired.components {
-        let script = match ctx.layout.read_script(&c.name) {
-            Ok(s) => s,
-            Err(e) => {
-                lines.push(line(
-                    &c.name,
-                    Verdict::Error,
-                    "error",
-                    format!("cannot read its script: {e}"),
-                ));
-                continue;
-            }
-        };
-        let digest = component::digest(c, &script, &desired.secret_versions);
-        let prev = previous
-            .as_ref()
-            .and_then(|p| p.components.iter().find(|x| x.name == c.name));
-        // Interval zero: every applied component is checked, whatever its last check.
-        match component::pending(prev, &digest, &script, Duration::ZERO, SystemTime::now()) {
-            Pending::NeverApplied => lines.push(line(
-                &c.name,
-                Verdict::Change,
-                "never applied",
-                "will be applied".into(),
-            )),
-            Pending::ScriptChanged => lines.push(line(
-                &c.name,
-                Verdict::Change,
-                "script changed",
-                "will be re-applied".into(),
-            )),
-            Pending::ConfigChanged => lines.push(line(
-                &c.name,
-                Verdict::Change,
-                "config changed",
-                "version or config differs; will be re-applied".into(),
-            )),
-            Pending::NotApplied => lines.push(line(
-                &c.name,
-                Verdict::Change,
-                "would change",
-                "the last run did not succeed; will be applied".into(),
-            )),
-            Pending::CheckDue | Pending::InSync => {
-                let secrets = match &resolved {
-                    Ok(r) => r.as_ref(),
-                    Err(why) => {
-                        lines.push(line(&c.name, Verdict::Error, "error", why.clone()));
-                        continue;
-                    }
-                };
-                let run = Run {
-                    server: &desired.name,
-                    component: c,
-                    mode: Mode::Check,
-                    deployment_id,
-                    secrets,
-                };
-                let run = reconcile::execute(ctx, &target, run, &script).await;
-                lines.push(match run {
-                    Ok(out) if out.success() => line(&c.name, Verdict::InSync, "in sync", String::new()),
-                    Ok(out) if out.exit == Exit::Status(CHECK_WOULD_CHANGE) => line(
-                        &c.name,
-                        Verdict::Change,
-                        "would change",
-                        "drift found by check mode".into(),
-                    ),
-                    Ok(out) => line(
-                        &c.name,
-                        Verdict::Error,
-                        "error",
-                        format!("check failed: {}", component::last_lines(&out.stderr_text(), 1)),
-                    ),
-                    Err(e) => line(&c.name, Verdict::Error, "error", format!("{e:#}")),
-                });
-            }
-        }
+    if outcome.steps.is_empty() {
+        return vec![match outcome.result {
+            ReconcileResult::Failed => line("-", Verdict::Error, "error", component::last_lines(&why, 1)),
+            _ => line("-", Verdict::InSync, "in sync", "no components".to_owned()),
+        }];
     }
-    for orphan in previous
+    outcome
+        .steps
         .iter()
-        .flat_map(|p| p.components.iter())
-        .filter(|s| !desired.components.iter().any(|c| c.name == s.name))
-    {
-        let (verdict, detail) = if desired.prune {
-            (Verdict::Change, "dropped from the list; will be removed (prune: true)")
-        } else {
-            (Verdict::InSync, "dropped from the list; left in place (prune: false)")
-        };
-        lines.push(line(&orphan.name, verdict, "orphaned", detail.to_owned()));
-    }
-    if lines.is_empty() {
-        lines.push(line("-", Verdict::InSync, "in sync", "no components".to_owned()));
-    }
-    lines
+        .map(|step| {
+            let (verdict, plan) = match step.kind {
+                StepKind::InSync | StepKind::Unchanged => (Verdict::InSync, "in sync"),
+                StepKind::WouldApply => (Verdict::Change, "would apply"),
+                StepKind::WouldCorrect => (Verdict::Change, "would change"),
+                StepKind::WouldPrune => (Verdict::Change, "orphaned"),
+                StepKind::Orphaned => (Verdict::InSync, "orphaned"),
+                // A dry run applies nothing; these appear only if a caller mixed modes.
+                StepKind::Applied | StepKind::DriftCorrected | StepKind::DriftReported | StepKind::Pruned => {
+                    (Verdict::Change, "would change")
+                }
+                StepKind::Failed | StepKind::Interrupted | StepKind::Skipped => (Verdict::Error, "error"),
+            };
+            line(&step.component, verdict, plan, step.detail.clone())
+        })
+        .collect()
 }

@@ -4,22 +4,22 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use super::{SshArgs, TreeArgs};
-use crate::component::{Mode, Run};
-use crate::desired::{self, DesiredComponent};
-use crate::history::{History, Record};
-use crate::pin::{self, Pin};
-use crate::reconcile;
-use crate::status::{self, ComponentState, Timestamp};
+use crate::controller::{Controller, Server};
+use crate::desired;
+use crate::reconcile::StepKind;
 
 /// Re-apply an earlier deployment's component versions and pin the server there.
 ///
-/// Without --to, the last successful deployment before the current one is used. The
-/// server stays pinned (the daemon and `chom reconcile` leave it alone) until
-/// `chom resume NAME` or until its desired state changes.
+/// Without --to, the last successful deployment before the current one is used; any
+/// deployment in `chom history NAME` can be named, whoever made it (the daemon or
+/// `chom reconcile`). The rollback is itself a deployment in the history. The server
+/// stays pinned (the daemon and `chom reconcile` leave it alone) until `chom resume NAME`
+/// or until its desired state changes. Refused while a daemon owns the inventory.
 ///
 /// Examples:
 ///   chom rollback web-1
@@ -59,165 +59,102 @@ pub struct ResumeArgs {
     pub name: String,
 }
 
-fn target_record(records: &[Record], name: &str, to: Option<&str>) -> anyhow::Result<Record> {
-    let ok: Vec<&Record> = records
-        .iter()
-        .filter(|r| {
-            r.servers
-                .iter()
-                .any(|s| s.name == name && s.result == status::ReconcileResult::Succeeded)
-        })
-        .collect();
-    let found = match to {
-        Some(id) => records
-            .iter()
-            .find(|r| r.id == id && r.servers.iter().any(|s| s.name == name)),
-        None if ok.len() >= 2 => Some(ok[ok.len() - 2]),
-        None => None,
-    };
-    match (found, to) {
-        (Some(r), _) => Ok(r.clone()),
-        (None, Some(id)) => bail!("deployment {id} of {name} is not in the history (see `chom history {name}`)"),
-        (None, None) => bail!("no earlier successful deployment of {name} is recorded (see `chom history {name}`)"),
-    }
-}
-
 /// Rolls back and pins.
 pub fn run(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
+    let _owner = super::own_tree(
+        &args.tree,
+        "rollback",
+        &state_dir,
+        "stop it (e.g. `systemctl stop chom`), run `chom rollback`, then start it again: it keeps the pin",
+    )?;
     let (inventory, _) = super::load_servers(&args.tree, std::slice::from_ref(&args.name))?;
     let Some(entry) = inventory.servers.get(&args.name) else {
         bail!("server {} is not in the inventory", args.name)
     };
-    let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
-    let history = History::open(&state_dir).with_context(|| format!("opening history in {}", state_dir.display()))?;
-    let record = target_record(&history.records(), &args.name, args.to.as_deref())?;
-    let Some(server) = record.servers.iter().find(|s| s.name == args.name) else {
-        bail!("no record of {}", args.name)
-    };
-    let layout = args.tree.layout();
-    let sources = desired::sources(&inventory, &layout);
-    let current = desired::desired_state(&inventory, entry, &sources);
-    let mut components = Vec::new();
-    for c in server.components.iter().filter(|c| c.state == "Applied") {
-        let (Some(script_id), Some(config_id)) = (&c.script, &c.config) else {
-            bail!(
-                "deployment {} did not keep the script and config of {}; it cannot be rolled back to",
-                record.id,
-                c.name
-            );
-        };
-        let script = history
-            .object(script_id)
-            .with_context(|| format!("reading the kept script of {}", c.name))?;
-        let config: serde_json::Value = serde_json::from_slice(&history.object(config_id)?)?;
-        let component = DesiredComponent {
-            name: c.name.clone(),
-            version: c.version.clone(),
-            config: config.as_object().cloned().unwrap_or_default(),
-            timeout: desired::DEFAULT_COMPONENT_TIMEOUT,
-            script_sha256: None,
-        };
-        components.push((component, script));
-    }
-    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory);
-    let target = crate::detect::target_for(entry, &ctx.base);
-    let deployment_id = reconcile::new_deployment_id();
-    let secrets = reconcile::resolve_secrets(&ctx, &current).map_err(|(_, why)| anyhow::anyhow!(why))?;
+    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory, CancellationToken::new());
+    let sources = desired::sources(&inventory, &args.tree.layout());
+    let server = Server::from_files(&inventory, entry, &sources);
+    let controller = Controller::new(ctx, state_dir, args.tree.inventory.clone());
     let runtime = super::runtime()?;
-    let mut statuses = Vec::new();
-    let mut failed = None;
-    runtime.block_on(async {
-        for (component, script) in &components {
-            let run = Run {
-                server: &args.name,
-                component,
-                mode: Mode::Apply,
-                deployment_id: &deployment_id,
-                secrets: secrets.as_ref(),
-            };
-            match reconcile::execute(&ctx, &target, run, script).await {
-                Ok(out) if out.success() => {
-                    println!("{}: {} re-applied from {}", args.name, component.name, record.id);
-                    statuses.push((
-                        component.name.clone(),
-                        crate::component::digest(component, script, &current.secret_versions),
-                    ));
-                }
-                Ok(out) => {
-                    failed = Some(format!(
-                        "{} failed: {}",
-                        component.name,
-                        crate::component::last_lines(&out.stderr_text(), 5)
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    failed = Some(format!("{}: {e:#}", component.name));
-                    break;
-                }
-            }
-        }
-        ctx.transport.close_all().await;
-    });
-    let audit = crate::audit::Audit::open(&state_dir, &args.tree.inventory)?;
-    if let Some(why) = failed {
-        audit.record(
-            "rollback.failed",
-            serde_json::json!({"server": args.name, "to": record.id, "error": why}),
-        );
-        bail!(
-            "rollback of {} to {} stopped: {why}; the server is not pinned",
+    let rolled = runtime.block_on(async {
+        let rolled = controller.rollback(&server, args.to.as_deref()).await;
+        controller.ctx.transport.close_all().await;
+        rolled
+    })?;
+    for step in &rolled.done.outcome.steps {
+        println!(
+            "{}: {} {} ({})",
             args.name,
-            record.id
+            step.component,
+            step_word(step.kind),
+            step.detail
         );
     }
-    let pin = Pin {
-        deployment: record.id.clone(),
-        desired_hash: current.hash(),
-        pinned_at: Timestamp::now(),
-        by: crate::audit::who(),
-    };
-    pin::write(&state_dir, &args.name, &pin)?;
-    audit.record(
-        "rollback",
-        serde_json::json!({"server": args.name, "to": record.id, "deploymentId": deployment_id}),
-    );
-    let path = entry.status_path();
-    let previous = status::read(&path);
-    let generation = status::generation_for(previous.as_ref(), &pin.desired_hash);
-    let mut observed = previous.map(|p| p.status).unwrap_or_default();
-    for (name, digest) in statuses {
-        if let Some(c) = observed.components.iter_mut().find(|c| c.name == name) {
-            c.state = ComponentState::Applied;
-            c.applied_digest = Some(digest);
-            c.changed = true;
-            c.message = Some(format!("rolled back to deployment {}", record.id));
-        }
+    if let Some(e) = &rolled.done.write_error {
+        eprintln!("warning: the status file of {} was not written: {e}", args.name);
     }
-    pin::mark(&mut observed, &pin, generation);
-    status::write_if_changed(
-        &path,
-        &status::document(&args.name, generation, &pin.desired_hash, observed),
-    )?;
     println!(
-        "{} is pinned to {}; `chom resume {}` releases it",
-        args.name, record.id, args.name
+        "{} rolled back to {} (deployment {}); it is pinned there: `chom resume {}` releases it",
+        args.name, rolled.to, rolled.deployment_id, args.name
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Releases a pin.
+fn step_word(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Applied | StepKind::DriftCorrected => "re-applied",
+        StepKind::InSync | StepKind::Unchanged => "unchanged",
+        StepKind::Orphaned => "left in place",
+        _ => "not re-applied",
+    }
+}
+
+/// Releases a pin. While a daemon owns the tree, the pin is removed and the daemon is
+/// sent SIGHUP, so it applies the current desired state now.
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
-    if !pin::remove(&state_dir, &args.name)? {
+    let daemon = crate::controller::Owner::daemon(&args.tree.inventory);
+    // Only a rollback writes pins, and it is refused while a daemon runs: removing one
+    // beside the daemon cannot race it.
+    let _owner = match &daemon {
+        Some(_) => None,
+        None => Some(super::own_tree(
+            &args.tree,
+            "resume",
+            &state_dir,
+            "wait for it to finish",
+        )?),
+    };
+    let state_dir = daemon.as_ref().map_or(state_dir, |d| d.state_dir.clone());
+    let controller = Controller::read_only_with_audit(state_dir, args.tree.inventory.clone());
+    if !controller.resume(&args.name)? {
         println!("{} is not pinned", args.name);
         return Ok(ExitCode::SUCCESS);
     }
-    crate::audit::Audit::open(&state_dir, &args.tree.inventory)?
-        .record("resume", serde_json::json!({"server": args.name}));
-    println!(
-        "{} released; the next reconcile applies its current desired state (send the daemon SIGHUP to do it now)",
-        args.name
-    );
+    match daemon {
+        Some(d) => {
+            let told = std::process::Command::new("kill")
+                .args(["-HUP", &d.pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if told {
+                println!(
+                    "{} released; the daemon (PID {}) was told to reconcile it now",
+                    args.name, d.pid
+                );
+            } else {
+                println!(
+                    "{} released; the daemon (PID {}) applies its current desired state at its next pass (`kill -HUP {}` does it now)",
+                    args.name, d.pid, d.pid
+                );
+            }
+        }
+        None => println!(
+            "{} released; the next reconcile applies its current desired state",
+            args.name
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

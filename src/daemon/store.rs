@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::desired::{self, DesiredState};
 use crate::diag::Diagnostic;
 use crate::inventory::ServerEntry;
-use crate::status::{self, ConditionStatus, ObservedStatus, ServerStatus, Timestamp, types};
+use crate::status::{self, ConditionStatus, ObservedStatus, ServerStatus, Timestamp, reasons, types};
 use crate::validate::Report;
 
 /// Everything the daemon knows about one server.
@@ -27,6 +27,23 @@ pub struct Tracked {
     pub observed: ObservedStatus,
     /// Findings that keep the file from validating now (empty when it validates).
     pub spec_errors: Vec<String>,
+    /// Whether a pass has checked every component since the daemon started (or since the
+    /// last SIGHUP): until then the server's passes check every component now, whatever
+    /// its interval.
+    pub checked: bool,
+}
+
+impl Tracked {
+    /// The server as the controller sees it.
+    pub fn server(&self) -> crate::controller::Server {
+        crate::controller::Server {
+            entry: self.entry.clone(),
+            desired: self.desired.clone(),
+            hash: self.hash.clone(),
+            generation: self.generation,
+            previous: Some(self.observed.clone()),
+        }
+    }
 }
 
 impl Tracked {
@@ -39,7 +56,7 @@ impl Tracked {
             observed.set_condition(
                 types::SPEC_VALID,
                 ConditionStatus::True,
-                "Valid",
+                reasons::VALID,
                 "the server's file validates",
                 self.generation,
                 now,
@@ -48,7 +65,7 @@ impl Tracked {
             observed.set_condition(
                 types::SPEC_VALID,
                 ConditionStatus::False,
-                "Invalid",
+                reasons::INVALID,
                 format!(
                     "{} is invalid; the last valid desired state (generation {}) stays in force",
                     self.entry.path.display(),
@@ -89,7 +106,7 @@ fn mark_reconciling(observed: &mut ObservedStatus, generation: u64) {
     observed.set_condition(
         types::RECONCILING,
         ConditionStatus::True,
-        "NewGeneration",
+        reasons::NEW_GENERATION,
         format!("generation {generation} is waiting to be reconciled"),
         generation,
         Timestamp::now(),
@@ -166,6 +183,7 @@ impl Store {
                             generation,
                             observed,
                             spec_errors: Vec::new(),
+                            checked: false,
                         },
                     );
                     changes.changed.insert(name.clone());

@@ -13,17 +13,6 @@ use crate::status::ObservedStatus;
 
 use super::{Context, Plan};
 
-/// Runs one component script over SSH (through `sudo -n` for non-root users), with
-/// its environment and secrets inside stdin and its deadline, on a channel of its own.
-pub(crate) async fn execute(
-    ctx: &Context,
-    target: &Target,
-    run: Run<'_>,
-    script: &[u8],
-) -> Result<ExecOutput, crate::ssh::SshError> {
-    Scripts::channels(ctx, target).execute(run, script).await
-}
-
 /// True unless every component is applied and in sync (so that the pass, which follows the
 /// same `plans`, runs no script after the probe) and no dropped component is to be pruned.
 fn scripts_may_follow(desired: &DesiredState, status: &ObservedStatus, plans: &[Plan]) -> bool {

@@ -231,6 +231,15 @@ pub enum SshError {
         /// The deadline that passed.
         deadline: Duration,
     },
+    /// chom was interrupted (a second Ctrl-C, or shutdown past its bound) while the command
+    /// ran; it was killed on the server.
+    #[error("interrupted: chom was stopped while the command ran on {host}:{port}; it was killed on the server")]
+    Interrupted {
+        /// Server address.
+        host: String,
+        /// Server port.
+        port: u16,
+    },
     /// `sudo -n` wanted a password.
     #[error(
         "sudo on {host} wants a password for {user}; allow {user} to run sudo without a password (NOPASSWD in /etc/sudoers.d)"
@@ -241,6 +250,13 @@ pub enum SshError {
         /// Server address.
         host: String,
     },
+}
+
+impl SshError {
+    /// True when the command was cut short by the transport's interrupt.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, SshError::Interrupted { .. })
+    }
 }
 
 fn join(expected: &[ExpectedKey]) -> String {

@@ -4,6 +4,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use russh::client::{Handle, Msg};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
@@ -189,6 +190,29 @@ pub(crate) struct Job<'a> {
     pub(crate) cap: usize,
     /// How long TERM gets before KILL when the deadline passes.
     pub(crate) kill_grace: Duration,
+    /// Cancelled: the command is killed as if its deadline had passed.
+    pub(crate) interrupt: &'a CancellationToken,
+}
+
+/// Why a bounded wait ended early.
+pub(crate) enum Stop {
+    /// The deadline passed.
+    Deadline,
+    /// The transport's interrupt was cancelled.
+    Interrupted,
+}
+
+/// Awaits `fut` until `until` or until `interrupt` is cancelled, whichever comes first.
+pub(crate) async fn bounded<F: std::future::Future>(
+    until: Instant,
+    interrupt: &CancellationToken,
+    fut: F,
+) -> Result<F::Output, Stop> {
+    tokio::select! {
+        biased;
+        () = interrupt.cancelled() => Err(Stop::Interrupted),
+        out = tokio::time::timeout_at(until, fut) => out.map_err(|_| Stop::Deadline),
+    }
 }
 
 /// Runs the job on a new channel of `handle` and collects its output until the channel closes.
@@ -202,19 +226,26 @@ pub(crate) async fn run(handle: &Handle<Checker>, job: Job<'_>) -> Result<ExecOu
         deadline,
         cap,
         kill_grace,
+        interrupt,
     } = job;
     let until = started + deadline;
-    let timeout = || {
-        RunError::Other(SshError::Timeout {
-            host: host.to_string(),
-            port,
-            deadline,
+    let stopped = |stop| {
+        RunError::Other(match stop {
+            Stop::Deadline => SshError::Timeout {
+                host: host.to_string(),
+                port,
+                deadline,
+            },
+            Stop::Interrupted => SshError::Interrupted {
+                host: host.to_string(),
+                port,
+            },
         })
     };
-    let channel = match tokio::time::timeout_at(until, handle.channel_open_session()).await {
+    let channel = match bounded(until, interrupt, handle.channel_open_session()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => return Err(RunError::Open(e)),
-        Err(_) => return Err(timeout()),
+        Err(stop) => return Err(stopped(stop)),
     };
     let (mut reader, writer) = channel.split();
     let session_error = |source| {
@@ -244,12 +275,12 @@ pub(crate) async fn run(handle: &Handle<Checker>, job: Job<'_>) -> Result<ExecOu
     let mut exit: Option<Exit> = None;
     let mut confirmed = false;
     loop {
-        let msg = match tokio::time::timeout_at(until, reader.wait()).await {
+        let msg = match bounded(until, interrupt, reader.wait()).await {
             Ok(msg) => msg,
-            Err(_) => {
+            Err(stop) => {
                 feeder.abort();
                 kill(&writer, &mut reader, kill_grace).await;
-                return Err(timeout());
+                return Err(stopped(stop));
             }
         };
         // ExitStatus, Eof and Close arrive in no guaranteed order: only Close (or the

@@ -29,9 +29,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::error::SshError;
-use super::exec::{self, Capped, ExecOutput, Exit, Job, kill, shell_quote, signal_text, wait_close};
+use super::exec::{self, Capped, ExecOutput, Exit, Job, Stop, bounded, kill, shell_quote, signal_text, wait_close};
 use super::host_key::Checker;
 use super::pool::Lease;
+use tokio_util::sync::CancellationToken;
 
 /// Starts the line before a step's output, followed by the nonce and the session shell's PID.
 const STEP: &str = "@@chom:step";
@@ -58,6 +59,8 @@ pub struct Shell {
     until: Instant,
     cap: usize,
     kill_grace: Duration,
+    /// Cancelled: the running step is killed as if its deadline had passed.
+    interrupt: CancellationToken,
     /// The server accepted the `exec` request.
     confirmed: bool,
     /// The channel closed, failed or was killed: no further step can run on it.
@@ -79,6 +82,7 @@ pub(crate) struct Opened {
     pub(crate) until: Instant,
     pub(crate) cap: usize,
     pub(crate) kill_grace: Duration,
+    pub(crate) interrupt: CancellationToken,
 }
 
 /// Opens a channel on `handle` and starts `command` (the watchdog around `sh -s`) on it. The
@@ -111,6 +115,7 @@ impl Shell {
             until: opened.until,
             cap: opened.cap,
             kill_grace: opened.kill_grace,
+            interrupt: opened.interrupt,
             confirmed: false,
             ended: false,
             exit: None,
@@ -144,7 +149,7 @@ impl Shell {
             return Ok(output(out, err, Exit::Closed, started));
         }
         let text = self.frame(script);
-        match tokio::time::timeout_at(until, self.writer.data(Cursor::new(text))).await {
+        match bounded(until, &self.interrupt, self.writer.data(Cursor::new(text))).await {
             Ok(Ok(())) => {}
             Ok(Err(source)) => {
                 self.ended = true;
@@ -154,12 +159,12 @@ impl Shell {
                     source,
                 });
             }
-            Err(_) => return Err(self.abort(deadline).await),
+            Err(stop) => return Err(self.abort(deadline, stop).await),
         }
         while !(out.done() && err.done()) {
-            let msg = match tokio::time::timeout_at(until, self.reader.wait()).await {
+            let msg = match bounded(until, &self.interrupt, self.reader.wait()).await {
                 Ok(msg) => msg,
-                Err(_) => return Err(self.abort(deadline).await),
+                Err(stop) => return Err(self.abort(deadline, stop).await),
             };
             match msg {
                 None | Some(ChannelMsg::Close) => {
@@ -218,9 +223,10 @@ impl Shell {
         }
     }
 
-    /// A step ran past its deadline: its process group is killed from a second channel on the
-    /// same connection, then the session is closed the way a timed-out command is.
-    async fn abort(&mut self, deadline: Duration) -> SshError {
+    /// A step ran past its deadline (or was interrupted): its process group is killed from a
+    /// second channel on the same connection, then the session is closed the way a timed-out
+    /// command is.
+    async fn abort(&mut self, deadline: Duration, stop: Stop) -> SshError {
         self.ended = true;
         // The group is looked up only now, on this rare path. The process must still be the
         // session shell (a shell whose group is led by its parent, the watchdog, or by itself
@@ -238,16 +244,23 @@ impl Shell {
                 deadline: CLOSE_WAIT,
                 cap: 4096,
                 kill_grace: self.kill_grace,
+                interrupt: &CancellationToken::new(),
             };
             if exec::run(&self.lease.conn.handle, job).await.is_err() {
                 tracing::debug!(host = %self.host, "could not kill a timed-out session's processes");
             }
         }
         kill(&self.writer, &mut self.reader, self.kill_grace).await;
-        SshError::Timeout {
-            host: self.host.clone(),
-            port: self.port,
-            deadline,
+        match stop {
+            Stop::Deadline => SshError::Timeout {
+                host: self.host.clone(),
+                port: self.port,
+                deadline,
+            },
+            Stop::Interrupted => SshError::Interrupted {
+                host: self.host.clone(),
+                port: self.port,
+            },
         }
     }
 
