@@ -70,7 +70,7 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print or write the JSON Schemas of the resource and status files.
     Schema(schema::SchemaArgs),
-    /// Scaffold a new chom tree: inventory.d/, scripts/, secrets.d/ and .gitignore.
+    /// Scaffold a new chom tree: chom.yaml, inventory.d/, scripts/, secrets.d/ and .gitignore.
     Init(init::InitArgs),
     /// Detect servers' hardware over SSH and compare it with the inventory.
     Detect(detect::DetectArgs),
