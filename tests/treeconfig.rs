@@ -210,3 +210,62 @@ fn reconcile_records_history_in_the_state_dir_of_chom_yaml_and_flags_or_variable
     );
     assert_eq!(json(&systemd).as_array().map(Vec::len), Some(1), "{}", text(&systemd));
 }
+
+/// Stops the daemon by its PID when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_takes_its_state_dir_shard_and_metrics_address_from_chom_yaml() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tree = Tree::new(Some(&format!(
+        "{CONFIG_HEAD}stateDir: state\ndaemon:\n  metricsAddr: 127.0.0.1:{port}\n  shard: 0/2\n  workers: 2\n"
+    )));
+    let log = std::fs::File::create(tree.root().join("daemon.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_chom"))
+        .current_dir(tree.inventory())
+        .env("HOME", tree.root())
+        .env_remove("CHOM_STATE_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("CHOM_INVENTORY")
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut daemon = Running(child);
+    let lock = tree.root().join("state/daemon-0-of-2.lock");
+    let started = std::time::Instant::now();
+    while !(lock.is_file() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        let log = std::fs::read_to_string(tree.root().join("daemon.log")).unwrap_or_default();
+        assert!(daemon.0.try_wait().unwrap().is_none(), "daemon exited: {log}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no lock or metrics: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!tree.root().join(".chom").exists());
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.0.id().to_string())
+        .status();
+    let started = std::time::Instant::now();
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "daemon did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
