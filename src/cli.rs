@@ -133,8 +133,8 @@ impl TreeArgs {
 /// SSH options shared by every subcommand that connects to servers.
 #[derive(Debug, Clone, Args)]
 pub struct SshArgs {
-    /// Extra OpenSSH known_hosts file, consulted after ~/.ssh/known_hosts (repeatable).
-    /// `chom trust` records keys in the first one given.
+    /// Extra OpenSSH known_hosts file, consulted after ~/.ssh/known_hosts (repeatable;
+    /// replaces chom.yaml's knownHosts). `chom trust` records keys in the first one given.
     #[arg(long = "known-hosts", value_name = "FILE", env = "CHOM_KNOWN_HOSTS")]
     pub known_hosts: Vec<PathBuf>,
     /// Seconds allowed for TCP connect, key exchange and login.
