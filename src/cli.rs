@@ -15,6 +15,7 @@ mod rollback;
 mod schema;
 mod secrets;
 mod table;
+mod tree_config;
 mod trust;
 mod validate;
 
@@ -22,6 +23,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use tree_config::apply as apply_tree_config;
 
 /// Keep a fleet of Linux servers converged from a directory of YAML resources.
 ///
@@ -67,7 +70,7 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print or write the JSON Schemas of the resource and status files.
     Schema(schema::SchemaArgs),
-    /// Scaffold a new chom tree: inventory.d/, scripts/, secrets.d/ and .gitignore.
+    /// Scaffold a new chom tree: chom.yaml, inventory.d/, scripts/, secrets.d/ and .gitignore.
     Init(init::InitArgs),
     /// Detect servers' hardware over SSH and compare it with the inventory.
     Detect(detect::DetectArgs),
@@ -107,6 +110,10 @@ pub struct TreeArgs {
     /// Encrypted secrets [default: secrets.d/ beside the inventory].
     #[arg(long, value_name = "DIR")]
     pub secrets: Option<PathBuf>,
+    /// The chom.yaml this command runs under, set by [`apply_tree_config`]: its
+    /// `stateDir` for [`state_dir`], its file for `chom validate`.
+    #[arg(skip)]
+    pub config: Option<crate::treeconfig::Located>,
 }
 
 impl TreeArgs {
@@ -126,8 +133,8 @@ impl TreeArgs {
 /// SSH options shared by every subcommand that connects to servers.
 #[derive(Debug, Clone, Args)]
 pub struct SshArgs {
-    /// Extra OpenSSH known_hosts file, consulted after ~/.ssh/known_hosts (repeatable).
-    /// `chom trust` records keys in the first one given.
+    /// Extra OpenSSH known_hosts file, consulted after ~/.ssh/known_hosts (repeatable;
+    /// replaces chom.yaml's knownHosts). `chom trust` records keys in the first one given.
     #[arg(long = "known-hosts", value_name = "FILE", env = "CHOM_KNOWN_HOSTS")]
     pub known_hosts: Vec<PathBuf>,
     /// Seconds allowed for TCP connect, key exchange and login.
@@ -186,14 +193,16 @@ impl SshArgs {
     }
 }
 
-/// The state directory: the option, `$CHOM_STATE_DIR`, systemd's `$STATE_DIRECTORY`,
-/// else `.chom/` beside the inventory.
+/// The state directory: the option, `$CHOM_STATE_DIR`, chom.yaml's `stateDir`, systemd's
+/// `$STATE_DIRECTORY`, else `.chom/` beside the inventory.
 pub fn state_dir(tree: &TreeArgs, option: Option<&std::path::Path>) -> PathBuf {
-    option
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CHOM_STATE_DIR").map(PathBuf::from))
-        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
-        .unwrap_or_else(|| tree_base(tree).join(".chom"))
+    let config = tree.config.as_ref().and_then(|c| c.state_dir.as_deref());
+    crate::treeconfig::state_dir(
+        option,
+        config,
+        |k| std::env::var_os(k),
+        || tree_base(tree).join(".chom"),
+    )
 }
 
 /// Loads the age identity, if one is configured. `quiet_if_absent` is for callers that

@@ -13,11 +13,12 @@ use crate::resource::{Role, Server};
 use crate::status::ServerStatus;
 
 /// The schema files chom publishes, by file name.
-pub const FILES: [&str; 4] = [
+pub const FILES: [&str; 5] = [
     "server.schema.json",
     "role.schema.json",
     "status.schema.json",
     crate::secrets::SCHEMA_FILE,
+    crate::treeconfig::SCHEMA_FILE,
 ];
 
 /// The draft 2020-12 schema of a type, with documented unit enums as `enum`.
@@ -67,6 +68,11 @@ pub fn status() -> Value {
     generate::<ServerStatus>()
 }
 
+/// The schema for `chom.yaml` (`kind: Config`).
+pub fn config() -> Value {
+    generate::<crate::treeconfig::TreeConfig>()
+}
+
 /// Every schema with the file name it is published under.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
@@ -74,6 +80,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         (FILES[1], role()),
         (FILES[2], status()),
         (FILES[3], crate::secrets::schema()),
+        (FILES[4], config()),
     ]
 }
 
@@ -103,6 +110,8 @@ pub struct Validators {
     pub server: jsonschema::Validator,
     /// For `kind: Role`.
     pub role: jsonschema::Validator,
+    /// For `chom.yaml` (`kind: Config`).
+    pub config: jsonschema::Validator,
 }
 
 /// The process-wide validators.
@@ -111,6 +120,7 @@ pub fn validators() -> &'static Validators {
     VALIDATORS.get_or_init(|| Validators {
         server: compile(&server()),
         role: compile(&role()),
+        config: compile(&config()),
     })
 }
 
@@ -152,5 +162,6 @@ mod tests {
         let v = validators();
         assert!(!v.server.is_valid(&serde_json::json!({})));
         assert!(!v.role.is_valid(&serde_json::json!({})));
+        assert!(!v.config.is_valid(&serde_json::json!({})));
     }
 }

@@ -3,6 +3,7 @@
 //! cross-file rules, reporting every problem in one pass. The CLI and the daemon both use
 //! it. It never touches the network and never writes a file.
 
+mod config;
 mod document;
 mod rules;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use config::load_config;
 pub use document::{Document, MAX_FILE_BYTES, Positions, escape_pointer_segment, parse as parse_document};
 pub use rules::is_password_like;
 

@@ -17,9 +17,21 @@ fn the_unit_is_a_hardened_notify_service() {
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        "WorkingDirectory=/srv/fleet",
     ] {
         assert!(UNIT.lines().any(|l| l.starts_with(directive)), "{directive} missing");
     }
+}
+
+/// The unit leaves the tree's settings to /srv/fleet/chom.yaml, so the service and a
+/// command run by hand in /srv/fleet cannot disagree on the state directory.
+#[test]
+fn the_unit_takes_its_settings_from_chom_yaml() {
+    let exec = UNIT.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    for flag in ["--state-dir", "--known-hosts", "--inventory"] {
+        assert!(!exec.contains(flag), "{flag} on ExecStart would override chom.yaml");
+    }
+    assert!(UNIT.contains("#   stateDir: /var/lib/chom"));
 }
 
 #[test]

@@ -26,8 +26,8 @@ pub struct DaemonArgs {
     /// SSH settings.
     #[command(flatten)]
     pub ssh: SshArgs,
-    /// The daemon's own state: lock file, history, audit trail [default: .chom/ beside
-    /// the inventory, or $STATE_DIRECTORY under systemd].
+    /// The daemon's own state: lock file, history, audit trail [default: chom.yaml's
+    /// stateDir, else $STATE_DIRECTORY under systemd, else .chom/ beside the inventory].
     #[arg(long, value_name = "DIR", env = "CHOM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Reconcile only shard K of N (0-based, by a stable hash of the server name), so N

@@ -95,6 +95,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         inventory: root.join("inventory.d"),
         scripts: None,
         secrets: None,
+        config: None,
     };
     println!(
         "chom demo: sshd (pid {}) on 127.0.0.2-4 port {port}; demo tree in {}",

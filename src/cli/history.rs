@@ -21,8 +21,8 @@ pub struct HistoryArgs {
     /// Where the tree is.
     #[command(flatten)]
     pub tree: TreeArgs,
-    /// The state directory [default: $CHOM_STATE_DIR, $STATE_DIRECTORY, else .chom/
-    /// beside the inventory].
+    /// The state directory [default: $CHOM_STATE_DIR, chom.yaml's stateDir,
+    /// $STATE_DIRECTORY, else .chom/ beside the inventory].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
     /// Show the dated hardware snapshots of NAME instead.

@@ -31,6 +31,8 @@ pub enum Which {
     Role,
     /// `<name>.status.yaml`.
     Status,
+    /// `chom.yaml`, the tree configuration.
+    Config,
 }
 
 /// Prints or writes the schemas.
@@ -47,6 +49,7 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         Which::Server => crate::schema::server(),
         Which::Role => crate::schema::role(),
         Which::Status => crate::schema::status(),
+        Which::Config => crate::schema::config(),
     };
     print!("{}", crate::schema::to_text(&schema));
     Ok(ExitCode::SUCCESS)

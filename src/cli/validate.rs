@@ -35,7 +35,26 @@ pub struct ValidateArgs {
 /// `Err` (exit 2).
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let layout = args.tree.layout();
-    let report = crate::validate::load(&layout, &args.files)?;
+    // A chom.yaml passed as a file (pre-commit passes every changed YAML file) is the
+    // tree config, never a resource.
+    let is_config = |f: &PathBuf| f.file_name().is_some_and(|n| n == crate::treeconfig::FILE_NAME);
+    let (configs, files): (Vec<PathBuf>, Vec<PathBuf>) = args.files.iter().cloned().partition(is_config);
+    let mut report = crate::validate::load(&layout, &files)?;
+    if files.is_empty() && !args.files.is_empty() {
+        // Only chom.yaml was named: no resource finding is wanted.
+        report.diagnostics.clear();
+        report.files = 0;
+    }
+    let configs = if args.files.is_empty() {
+        tree_config(&args.tree).into_iter().collect()
+    } else {
+        configs
+    };
+    for file in configs {
+        report.diagnostics.extend(crate::validate::load_config(&file).1);
+        report.files += 1;
+    }
+    diag::sort(&mut report.diagnostics);
     let text = diag::render(&report.diagnostics, args.format, &|p| std::fs::read_to_string(p).ok());
     print!("{text}");
     if args.format == Format::Human && !report.has_errors() {
@@ -52,4 +71,14 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The chom.yaml of this tree: the one the command runs under, else one at the tree root
+/// (beside `inventory.d/`) when `--inventory` points into another tree.
+fn tree_config(tree: &TreeArgs) -> Option<PathBuf> {
+    if let Some(located) = &tree.config {
+        return Some(located.file.clone());
+    }
+    let at_root = super::tree_base(tree).join(crate::treeconfig::FILE_NAME);
+    at_root.is_file().then_some(at_root)
 }
