@@ -55,6 +55,15 @@ impl Report {
     }
 }
 
+/// The server a resource file that does not validate would be: its stem, when that is a
+/// valid name and the file does not say it is a Role (Roles get no status file).
+pub fn invalid_server_name(file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml"))?;
+    let is_role = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "kind: Role"));
+    (!is_role && crate::resource::is_rfc1123_label(stem)).then(|| stem.to_owned())
+}
+
 /// A resource file after the per-file stage.
 #[derive(Debug, Clone)]
 struct Parsed {

@@ -693,3 +693,46 @@ fn a_pass_on_a_root_login_runs_its_components_in_one_session() {
     assert_ne!(lines[0][1], lines[2][1], "a session per pass:\n{text}");
     assert_eq!((lines[0][3], lines[2][3]), ("1", "2"), "{text}");
 }
+
+#[test]
+fn get_lists_every_server_with_a_file_or_a_status_and_shows_validity_and_drift() {
+    let fleet = Fleet::new();
+    let out = fleet.out("web-1");
+    let component = format!(
+        "  components:\n    - name: file\n      config: {{path: {}, content: hello}}\n",
+        out.display()
+    );
+    fleet.server("web-1", &component);
+    fleet.server("web-2", "");
+    assert!(fleet.reconcile(&[]).status.success());
+    // web-2's file breaks after its pass; web-3 is new and never reconciled.
+    fleet.server("web-2", "  colour: blue\n");
+    fleet.server("web-3", "");
+    let get = fleet.chom(&["get"], "");
+    let text = String::from_utf8_lossy(&get.stdout).into_owned();
+    assert!(get.status.success(), "{text}{}", String::from_utf8_lossy(&get.stderr));
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} is listed: {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        line("web-1")[..6],
+        ["web-1", "True", "Reconciled", "True", "True", "False"]
+    );
+    assert_eq!(line("web-2")[3], "False", "web-2's file is invalid: {text}");
+    assert!(line("web-2").join(" ").contains("spec invalid"), "{text}");
+    assert_eq!(line("web-3")[1..3], ["Unknown", "NotReconciled"]);
+
+    let one = fleet.chom(&["get", "web-2"], "");
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let json = fleet.chom(&["get", "-o", "json"], "");
+    let docs: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let names: Vec<&str> = docs.iter().map(|d| d["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web-1", "web-2", "web-3"], "the same servers as the table");
+    assert_eq!(condition(&docs[1], "SpecValid")["status"], "False");
+    assert_eq!(fleet.chom(&["get", "web-9"], "").status.code(), Some(2));
+}

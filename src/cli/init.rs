@@ -114,6 +114,9 @@ const GITIGNORE: &str = "\
 *.status.yaml
 # chom's state directory (history, audit trail) when not run under systemd.
 .chom/
+# The lock that gives each inventory one owner (a daemon, or a one-shot command).
+.chom.lock
+.chom.shard-*.lock
 ";
 
 const SECRETS_README: &str = "\

@@ -125,15 +125,6 @@ fn finding_line(d: &Diagnostic) -> String {
     )
 }
 
-fn stem(path: &std::path::Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    Some(
-        name.strip_suffix(".yaml")
-            .or_else(|| name.strip_suffix(".yml"))?
-            .to_owned(),
-    )
-}
-
 impl Store {
     /// Applies a fresh validation report.
     pub fn refresh(&mut self, report: &Report, layout: &crate::inventory::Layout) -> Changes {
@@ -224,8 +215,7 @@ impl Store {
                 continue;
             }
             // Roles get no status file; a file that says it is one is left to `chom validate`.
-            let is_role = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "kind: Role"));
-            if let Some(name) = stem(file).filter(|n| !is_role && crate::resource::is_rfc1123_label(n)) {
+            if let Some(name) = crate::validate::invalid_server_name(file) {
                 changes.never_valid.push((file.clone(), name, errors.clone()));
             }
         }
