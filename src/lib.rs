@@ -12,6 +12,7 @@ pub mod detect;
 pub mod diag;
 pub mod facts;
 pub mod history;
+pub mod ids;
 pub mod inventory;
 pub mod judge;
 pub mod metrics;
