@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::status::Timestamp;
+use crate::time::Timestamp;
 
 /// A new deployment id: UTC time to the millisecond plus 32 random bits
 /// (`d-20261126T120000123Z-1a2b3c4d`).

@@ -26,5 +26,6 @@ pub mod shard;
 pub mod ssh;
 pub mod status;
 pub mod systemd;
+pub mod time;
 pub mod validate;
 pub mod watch;
