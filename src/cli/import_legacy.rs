@@ -16,8 +16,8 @@ use serde_json::Value;
 use crate::diag::{self, Diagnostic, Format};
 use crate::inventory::Layout;
 use crate::resource::{
-    ApiVersion, ComponentRef, Config, DurationSpec, ExpectedSpecs, Metadata, Requirements, Role, RoleKind, RoleSpec,
-    SecretName, Server, ServerKind, ServerSpec, SshSpec,
+    Address, ApiVersion, ComponentName, ComponentRef, Config, DurationSpec, ExpectedSpecs, Metadata, Requirements,
+    Role, RoleKind, RoleSpec, SecretName, Server, ServerKind, ServerName, ServerSpec, SshSpec,
 };
 use crate::secrets::{self, MIN_REDACTED_LEN, Scope, SecretValue, SecretsError};
 use crate::validate::{Document, MAX_FILE_BYTES, escape_pointer_segment, is_password_like, parse_document};
@@ -578,7 +578,7 @@ impl Mapper<'_> {
             }
             return ip.to_owned();
         }
-        let usable_host = hostname.filter(|h| is_dns_name(h));
+        let usable_host = hostname.filter(|h| Address::is_valid(h));
         match (ip, usable_host) {
             (Some(ip), Some(host)) => {
                 let why = if ip.is_empty() {
@@ -675,7 +675,7 @@ impl Mapper<'_> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("{pointer}/{i}");
-            let Some(name) = item.as_str().filter(|n| is_component_name(n)) else {
+            let Some(name) = item.as_str().filter(|n| ComponentName::is_valid(n)) else {
                 self.error(
                     "bad-component",
                     &at,
@@ -906,7 +906,7 @@ fn to_label(key: &str) -> Option<String> {
     }
     label.truncate(63);
     let label = label.trim_end_matches('-').to_owned();
-    crate::resource::is_rfc1123_label(&label).then_some(label)
+    ServerName::is_valid(&label).then_some(label)
 }
 
 fn port_of(value: &Value) -> Option<u16> {
@@ -916,29 +916,6 @@ fn port_of(value: &Value) -> Option<u16> {
         _ => None,
     };
     number.and_then(|n| u16::try_from(n).ok()).filter(|p| *p > 0)
-}
-
-fn is_dns_name(host: &str) -> bool {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return !ip.is_unspecified();
-    }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let label = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    host.len() <= 253 && host.split('.').all(label)
-}
-
-fn is_component_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (1..=63).contains(&b.len())
-        && b.first().is_some_and(edge)
-        && b.last().is_some_and(edge)
-        && b.iter().all(|c| edge(c) || *c == b'-' || *c == b'_')
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -1022,8 +999,5 @@ mod tests {
         for bad in [serde_json::json!("abc"), serde_json::json!(0), serde_json::json!(70000)] {
             assert_eq!(port_of(&bad), None, "{bad}");
         }
-        assert!(is_dns_name("obs.example.com"));
-        assert!(!is_dns_name("0.0.0.0"));
-        assert!(!is_dns_name(""));
     }
 }

@@ -63,7 +63,7 @@ pub enum SecretSetKind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecretSetMetadata {
     /// `common`, or a server's name; always equal to the file's stem.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[schemars(regex(pattern = crate::resource::LABEL_PATTERN), length(min = 1, max = 63))]
     pub name: String,
 }
 
