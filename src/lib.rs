@@ -13,6 +13,7 @@ pub mod diag;
 pub mod facts;
 pub mod history;
 pub mod ids;
+pub mod import_legacy;
 pub mod inventory;
 pub mod judge;
 pub mod metrics;
