@@ -11,6 +11,7 @@ pub mod desired;
 pub mod detect;
 pub mod diag;
 pub mod facts;
+pub mod hardware;
 pub mod history;
 pub mod ids;
 pub mod import_legacy;
