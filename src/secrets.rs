@@ -19,7 +19,7 @@ use std::fmt;
 
 pub use check::{CheckReport, Finding, References, Severity, check};
 pub use error::{DecryptFailure, SecretsError};
-pub use file::{SCHEMA_FILE, SecretEntry, SecretSet, SecretSetKind, SecretSetMetadata, schema};
+pub use file::{SCHEMA_FILE, SecretEntry, SecretSet, SecretSetKind, SecretSetMetadata};
 pub use keys::{Identity, Recipients, add_recipient, create_identity, locate_identity};
 pub use redact::{MIN_REDACTED_LEN, REDACTED, RedactingStream, Redactor};
 pub use resolve::{Resolved, ResolvedSecret, SecretValue, SecretVersion, Unresolved, UnresolvedReason, resolve};
