@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::facts::{self, Hardware, ProbeError};
+use crate::facts::{self, ProbeError};
+use crate::hardware::Hardware;
 use crate::inventory::{Inventory, ServerEntry};
 use crate::judge::{self, Verdict};
 use crate::ssh::{ExecOutput, ExecRequest, Exit, SshError, Target, Transport};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::desired::DesiredState;
-use crate::facts::Hardware;
+use crate::hardware::Hardware;
 use crate::status::{ObservedStatus, ReconcileResult, Timestamp};
 
 /// How many deployment records are kept.

@@ -9,7 +9,7 @@
 //! [`MEMORY_DISK_TOLERANCE`] below the stated one (and at most 2 % above it), and a
 //! minimum is met when the detected figure reaches 90 % of it. vCPUs must match exactly.
 
-use crate::facts::Hardware;
+use crate::hardware::Hardware;
 use crate::resource::{ExpectedSpecs, Requirements};
 
 /// The share of memory or disk that may be missing from the detected figure before it

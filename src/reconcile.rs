@@ -18,7 +18,7 @@ use scripts::Scripts;
 use crate::component::{self, CHECK_WOULD_CHANGE, Mode, Pending, Run};
 use crate::desired::DesiredState;
 use crate::detect::{self, DetectError};
-use crate::facts::Hardware;
+use crate::hardware::Hardware;
 use crate::inventory::{Layout, ServerEntry};
 use crate::judge;
 use crate::resource::DriftPolicy;
@@ -176,22 +176,9 @@ impl Outcome {
     }
 }
 
-/// A new deployment id: UTC time to the millisecond plus 32 random bits
-/// (`d-20261126T120000123Z-1a2b3c4d`).
+/// A new deployment id (`d-20261126T120000123Z-1a2b3c4d`); see [`crate::ids::deployment_id`].
 pub fn new_deployment_id() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish() as u32;
-    let now = Timestamp::now();
-    let millis = now
-        .0
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_millis());
-    // Milliseconds keep ids (and the history files named after them) in time order.
-    let stamp = now
-        .to_string()
-        .replace(['-', ':'], "")
-        .replace('Z', &format!("{millis:03}Z"));
-    format!("d-{stamp}-{random:08x}")
+    crate::ids::deployment_id()
 }
 
 /// Lines of stderr kept in a failed component's status.

@@ -1,6 +1,7 @@
 //! The resource types of `inventory.d/`: the `apiVersion`/`kind`/`metadata`/`spec`
 //! envelope, `Server`, `Role`, names and durations. Pure data: no file access, no
-//! validation beyond what serde and the generated JSON Schema enforce.
+//! validation beyond what serde, the generated JSON Schema and the name rules in
+//! `resource/names.rs` enforce.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,6 +9,10 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod names;
+
+pub use names::{Address, COMPONENT_PATTERN, ComponentName, LABEL_PATTERN, MAX_LABEL_LEN, NameError, ServerName};
 
 /// The only API version chom understands today.
 pub const API_VERSION: &str = "chom.dev/v1";
@@ -43,7 +48,7 @@ pub type Config = serde_json::Map<String, serde_json::Value>;
 pub struct Metadata {
     /// The resource's name: an RFC 1123 label equal to the file's stem, unique per kind
     /// across the whole inventory tree.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[schemars(regex(pattern = names::LABEL_PATTERN), length(min = 1, max = 63))]
     pub name: String,
     /// Labels for selecting and grouping servers (`env: prod`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -186,7 +191,7 @@ pub struct ExpectedSpecs {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ComponentRef {
     /// Component name; `scripts/<name>.sh` must exist.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    #[schemars(regex(pattern = names::COMPONENT_PATTERN), length(max = 63))]
     pub name: String,
     /// Version handed to the script as `CHOM_VERSION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -366,18 +371,6 @@ pub fn shell_name(text: &str) -> String {
         .collect()
 }
 
-/// True when `name` is an RFC 1123 label (lower-case alphanumerics and `-`, at most 63).
-pub fn is_rfc1123_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,9 +400,9 @@ mod tests {
 
     #[test]
     fn rfc1123_labels_are_recognised() {
-        assert!(is_rfc1123_label("web-7"));
-        assert!(!is_rfc1123_label("Web_7"));
-        assert!(!is_rfc1123_label("-web"));
-        assert!(!is_rfc1123_label(&"a".repeat(64)));
+        assert!(ServerName::is_valid("web-7"));
+        assert!(!ServerName::is_valid("Web_7"));
+        assert!(!ServerName::is_valid("-web"));
+        assert!(!ServerName::is_valid(&"a".repeat(64)));
     }
 }

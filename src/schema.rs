@@ -1,6 +1,7 @@
-//! JSON Schemas generated from the resource and status types (schemars), and the
-//! compiled validators `validate` runs them through. The committed copies in `schemas/`
-//! are written from here; a test fails when they are stale.
+//! JSON Schemas generated from the resource, status and secrets-file types (schemars), and
+//! the compiled validators `validate` runs them through. The committed copies in `schemas/`
+//! are written from here; a test fails when they are stale. The imports run one way: this
+//! list reads the types, and no type's module calls back into it.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -10,6 +11,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::Value;
 
 use crate::resource::{Role, Server};
+use crate::secrets::SecretSet;
 use crate::status::ServerStatus;
 
 /// The schema files chom publishes, by file name.
@@ -73,13 +75,18 @@ pub fn config() -> Value {
     generate::<crate::treeconfig::TreeConfig>()
 }
 
+/// The schema for a file in `secrets.d/` (`kind: SecretSet`), for editors and `chom validate`.
+pub fn secret_set() -> Value {
+    generate::<SecretSet>()
+}
+
 /// Every schema with the file name it is published under.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         (FILES[0], server()),
         (FILES[1], role()),
         (FILES[2], status()),
-        (FILES[3], crate::secrets::schema()),
+        (FILES[3], secret_set()),
         (FILES[4], config()),
     ]
 }
@@ -155,6 +162,15 @@ mod tests {
         assert!(text.contains("\"default\":22"), "port default");
         assert!(text.contains("\"default\":\"root\""), "user default");
         assert!(text.contains("\"additionalProperties\":false"));
+    }
+
+    #[test]
+    fn the_secret_set_schema_pins_kind_and_names() {
+        let schema = secret_set();
+        let text = schema.to_string();
+        assert!(text.contains("SecretSet") && text.contains("propertyNames"), "{text}");
+        assert!(text.contains("BEGIN AGE ENCRYPTED FILE"), "{text}");
+        assert_eq!(schema["additionalProperties"], false);
     }
 
     #[test]

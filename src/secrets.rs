@@ -19,7 +19,7 @@ use std::fmt;
 
 pub use check::{CheckReport, Finding, References, Severity, check};
 pub use error::{DecryptFailure, SecretsError};
-pub use file::{SCHEMA_FILE, SecretEntry, SecretSet, SecretSetKind, SecretSetMetadata, schema};
+pub use file::{SCHEMA_FILE, SecretEntry, SecretSet, SecretSetKind, SecretSetMetadata};
 pub use keys::{Identity, Recipients, add_recipient, create_identity, locate_identity};
 pub use redact::{MIN_REDACTED_LEN, REDACTED, RedactingStream, Redactor};
 pub use resolve::{Resolved, ResolvedSecret, SecretValue, SecretVersion, Unresolved, UnresolvedReason, resolve};
@@ -64,14 +64,7 @@ pub fn check_name(name: &str) -> Result<(), SecretsError> {
 /// Whether `name` can name a server-scoped file: an RFC 1123 label (as `metadata.name` of a
 /// Server), at most 63 characters, and not `common`.
 fn is_valid_server(name: &str) -> bool {
-    let b = name.as_bytes();
-    let inner_ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
-    let edge_ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    name != COMMON
-        && (1..=63).contains(&b.len())
-        && b.first().is_some_and(edge_ok)
-        && b.last().is_some_and(edge_ok)
-        && b.iter().all(inner_ok)
+    name != COMMON && crate::resource::ServerName::is_valid(name)
 }
 
 /// Which file a secret lives in: shared by every server, or one server's override.

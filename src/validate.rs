@@ -61,7 +61,7 @@ pub fn invalid_server_name(file: &Path) -> Option<String> {
     let name = file.file_name()?.to_str()?;
     let stem = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml"))?;
     let is_role = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "kind: Role"));
-    (!is_role && crate::resource::is_rfc1123_label(stem)).then(|| stem.to_owned())
+    (!is_role && crate::resource::ServerName::is_valid(stem)).then(|| stem.to_owned())
 }
 
 /// A resource file after the per-file stage.

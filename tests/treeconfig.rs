@@ -244,9 +244,11 @@ fn the_daemon_takes_its_state_dir_shard_and_metrics_address_from_chom_yaml() {
         .spawn()
         .unwrap();
     let mut daemon = Running(child);
-    let lock = tree.root().join("state/daemon-0-of-2.lock");
+    // The shard's lock is the inventory's; the audit trail is in the configured state dir.
+    let lock = tree.inventory().join(".chom.shard-0-of-2.lock");
+    let audit = tree.root().join("state/audit.jsonl");
     let started = std::time::Instant::now();
-    while !(lock.is_file() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+    while !(lock.is_file() && audit.is_file() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
         let log = std::fs::read_to_string(tree.root().join("daemon.log")).unwrap_or_default();
         assert!(daemon.0.try_wait().unwrap().is_none(), "daemon exited: {log}");
         assert!(

@@ -77,7 +77,7 @@ fn render(detections: &[Detection], output: Output) -> anyhow::Result<String> {
                 .iter()
                 .map(|d| {
                     let hw = d.hardware.as_ref();
-                    let cell = |f: &dyn Fn(&crate::facts::Hardware) -> String| hw.map_or("-".to_owned(), f);
+                    let cell = |f: &dyn Fn(&crate::hardware::Hardware) -> String| hw.map_or("-".to_owned(), f);
                     let status = match d.status {
                         Health::Ok => "OK",
                         Health::Warn => "WARN",

@@ -1,9 +1,7 @@
-//! Delay arithmetic for the queue: per-key exponential backoff and jitter. Pure functions and a tiny
-//! PRNG; it must not hold queue state or read the clock except to seed itself.
+//! Delay arithmetic for the queue: per-key exponential backoff and jitter. Pure functions and a
+//! seeded `fastrand` generator; it must not hold queue state or read the clock.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The nominal (unjittered) delay before retry number `failures`, where `1` is the first failure:
 /// `base * 2^(failures - 1)`, never more than `max`.
@@ -24,39 +22,28 @@ pub(super) fn clamp_fraction(fraction: f64) -> f64 {
     }
 }
 
-/// A splitmix64 generator. Jitter only has to spread servers apart, not resist prediction, so a
-/// few lines of well-known mixing beat pulling in a crate.
+/// The jitter source. It only has to spread servers apart, not resist prediction, so
+/// `fastrand`'s wyrand is enough.
 #[derive(Debug, Clone)]
 pub(super) struct Jitter {
-    state: u64,
+    rng: fastrand::Rng,
 }
 
 impl Jitter {
-    /// Seeds from std's per-process random hash keys mixed with the wall clock, so two daemons
-    /// started in the same second (sharded over one checkout) do not jitter in lockstep.
+    /// Seeds from fastrand's per-thread generator, which std's random hash keys seed, so two
+    /// daemons started in the same second (sharded over one checkout) do not jitter in lockstep.
     pub(super) fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|since| since.as_nanos())
-            .unwrap_or_default();
-        Self::from_seed(RandomState::new().hash_one(nanos))
+        Self {
+            rng: fastrand::Rng::new(),
+        }
     }
 
+    /// A generator with a fixed seed, for tests that need the same samples every run.
+    #[cfg(test)]
     pub(super) fn from_seed(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform sample in `[0, 1)`: the top 53 bits fill an f64 mantissa exactly.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+        }
     }
 
     /// Scales `delay` by a uniform factor in `[1 - fraction, 1 + fraction]`.
@@ -65,7 +52,7 @@ impl Jitter {
         if fraction == 0.0 || delay.is_zero() {
             return delay;
         }
-        let factor = 1.0 + fraction * (2.0 * self.unit() - 1.0);
+        let factor = 1.0 + fraction * (2.0 * self.rng.f64() - 1.0);
         // `try_from_secs_f64` instead of `mul_f64`: the latter panics on overflow, and a
         // `backoff_max` of `Duration::MAX` is a legal (if odd) configuration.
         Duration::try_from_secs_f64(delay.as_secs_f64() * factor).unwrap_or(delay)

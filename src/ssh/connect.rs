@@ -2,7 +2,6 @@
 //! host key checks, retries of reset handshakes, then authentication. Owns nothing long-lived
 //! and must not pool or reuse connections (that is `pool.rs`).
 
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,14 +204,8 @@ fn client_config(dial: &Dial<'_>) -> russh::client::Config {
 /// in lockstep.
 fn backoff(attempt: u32) -> Duration {
     let base = BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1));
-    base + base.mul_f64(random_fraction())
-}
-
-fn random_fraction() -> f64 {
-    // RandomState is seeded randomly per process and per instance, which is all jitter needs.
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    // fastrand's per-thread generator is seeded randomly, which is all jitter needs.
+    base + base.mul_f64(fastrand::f64())
 }
 
 /// Handshake only, capturing the key (`chom trust`).

@@ -19,7 +19,6 @@
 //! [`super::remote_command`]) covers the session as a whole, the sum of its steps' deadlines,
 //! for a client that is gone.
 
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::Cursor;
 use std::time::Duration;
 
@@ -298,11 +297,9 @@ fn output(out: Framed, err: Framed, exit: Exit, started: Instant) -> ExecOutput 
     }
 }
 
-/// 16 hex digits, random per session (`RandomState` is seeded randomly per instance).
+/// 16 hex digits, random per session (fastrand's per-thread generator, seeded randomly).
 fn nonce() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u8(0);
-    format!("{:016x}", hasher.finish())
+    format!("{:016x}", fastrand::u64(..))
 }
 
 /// One stream of one step: output up to a marker line, capped, the rest of that line, and

@@ -4,7 +4,6 @@
 //! shared addresses). Rules only produce findings; they never change a resource.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use jsonschema::ValidationError;
@@ -14,7 +13,7 @@ use serde_json::Value;
 use super::{Document, Kind, Parsed, Resource, escape_pointer_segment};
 use crate::diag::{Diagnostic, Position};
 use crate::inventory::Layout;
-use crate::resource::ComponentRef;
+use crate::resource::{Address, ComponentRef};
 
 /// Turns one schema error into a finding at the offending key or value. apiVersion and
 /// kind are checked before the schema with better messages, so their errors are dropped.
@@ -234,26 +233,9 @@ fn file_stem(path: &Path) -> String {
         .to_owned()
 }
 
-/// Why an address cannot be used, if it cannot.
+/// Why an address cannot be used, if it cannot (the rule is [`Address`]'s).
 fn address_problem(address: &str) -> Option<String> {
-    if let Ok(ip) = address.parse::<IpAddr>() {
-        return ip
-            .is_unspecified()
-            .then(|| format!("`{address}` is a placeholder, not an address a server can be reached at"));
-    }
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let host = address.strip_suffix('.').unwrap_or(address);
-    if host.len() <= 253 && host.split('.').all(valid_label) {
-        None
-    } else {
-        Some(format!("`{address}` is neither an IP address nor a valid DNS name"))
-    }
+    address.parse::<Address>().err().map(|problem| problem.to_string())
 }
 
 /// Secret names defined in `secrets.d/`, by scope: `None` for `common.yaml` (every

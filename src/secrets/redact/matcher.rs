@@ -1,92 +1,36 @@
-//! A multi-pattern byte matcher (Aho–Corasick automaton) that finds where any registered
-//! pattern occurs, in one pass over the text however many patterns there are. It knows
-//! nothing about secrets or replacement text.
+//! Finds where any registered pattern occurs in a text, in one pass however many patterns
+//! there are, on top of the `aho-corasick` crate. The search is overlapping, so every
+//! occurrence is covered, not only the leftmost ones: with `abcd` and `cdef` registered,
+//! all of `abcdef` is covered. It knows nothing about secrets or replacement text.
 
-use std::collections::VecDeque;
-
-const ROOT: u32 = 0;
-
-/// One trie node.
-#[derive(Debug, Clone, Default)]
-struct State {
-    /// Outgoing edges, sorted by byte (binary-searched; most nodes have one or two).
-    next: Vec<(u8, u32)>,
-    /// The longest proper suffix of this node's string that is also a trie node.
-    fail: u32,
-    /// Length of the longest pattern that ends here (this node or via `fail`), 0 if none.
-    longest_out: usize,
-}
+use aho_corasick::AhoCorasick;
 
 /// The compiled automaton.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Matcher {
-    states: Vec<State>,
-    /// Dense edges out of the root: most bytes of ordinary text start no pattern, and this
-    /// makes that common case one array lookup.
-    root: Box<[u32; 256]>,
+    /// `None` with no pattern, or when building failed (see [`Matcher::new`]).
+    automaton: Option<AhoCorasick>,
     longest: usize,
-}
-
-impl Default for Matcher {
-    fn default() -> Self {
-        Self::new(std::iter::empty::<&[u8]>())
-    }
 }
 
 impl Matcher {
     /// Builds the automaton. Empty patterns are ignored.
     pub(super) fn new<'a>(patterns: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let mut states = vec![State::default()];
-        let mut longest = 0;
-        for pattern in patterns {
-            if pattern.is_empty() {
-                continue;
-            }
-            longest = longest.max(pattern.len());
-            let mut s = ROOT;
-            for &byte in pattern {
-                s = match find(&states[s as usize].next, byte) {
-                    Some(t) => t,
-                    None => {
-                        let t = u32::try_from(states.len()).unwrap_or(u32::MAX);
-                        states.push(State::default());
-                        let edges = &mut states[s as usize].next;
-                        let at = edges.partition_point(|(b, _)| *b < byte);
-                        edges.insert(at, (byte, t));
-                        t
-                    }
-                };
-            }
-            let end = &mut states[s as usize];
-            end.longest_out = end.longest_out.max(pattern.len());
-        }
-        let mut root = Box::new([ROOT; 256]);
-        for &(byte, t) in &states[ROOT as usize].next {
-            root[usize::from(byte)] = t;
-        }
-        // Breadth-first, so a node's fail target (always shallower) is finished first.
-        let mut queue: VecDeque<u32> = states[ROOT as usize].next.iter().map(|&(_, t)| t).collect();
-        while let Some(s) = queue.pop_front() {
-            let edges = states[s as usize].next.clone();
-            for (byte, t) in edges {
-                let mut f = states[s as usize].fail;
-                let fail = loop {
-                    if let Some(x) = step(&states, &root, f, byte) {
-                        break x;
-                    }
-                    if f == ROOT {
-                        break ROOT;
-                    }
-                    f = states[f as usize].fail;
-                };
-                let inherited = states[fail as usize].longest_out;
-                let node = &mut states[t as usize];
-                node.fail = fail;
-                node.longest_out = node.longest_out.max(inherited);
-                queue.push_back(t);
-            }
-        }
-        Self { states, root, longest }
+        let patterns: Vec<&[u8]> = patterns.into_iter().filter(|p| !p.is_empty()).collect();
+        let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
+        // Building fails only past the crate's size limits (about 2^31 states), far beyond
+        // any set of secret values. Should it happen anyway, `spans` fails closed and covers
+        // the whole text: redacting too much is safer than leaking a value.
+        let automaton = if patterns.is_empty() {
+            None
+        } else {
+            AhoCorasick::new(&patterns)
+                .inspect_err(|error| {
+                    tracing::error!(%error, "secret patterns exceed the matcher's limits; redacting whole texts");
+                })
+                .ok()
+        };
+        Self { automaton, longest }
     }
 
     /// Length in bytes of the longest pattern (0 with none).
@@ -106,22 +50,15 @@ impl Matcher {
         if self.is_empty() {
             return spans;
         }
-        let mut s = ROOT;
-        for (i, &byte) in hay.iter().enumerate() {
-            s = loop {
-                if let Some(t) = step(&self.states, &self.root, s, byte) {
-                    break t;
-                }
-                if s == ROOT {
-                    break ROOT;
-                }
-                s = self.states[s as usize].fail;
-            };
-            let len = self.states[s as usize].longest_out;
-            if len == 0 {
-                continue;
+        let Some(automaton) = &self.automaton else {
+            if !hay.is_empty() {
+                spans.push((0, hay.len()));
             }
-            let (mut start, end) = (i + 1 - len, i + 1);
+            return spans;
+        };
+        // The overlapping search reports occurrences in the order their ends are reached.
+        for found in automaton.find_overlapping_iter(hay) {
+            let (mut start, end) = (found.start(), found.end());
             // Ends only grow, so a new occurrence can only overlap the spans at the top;
             // it may start before several of them (a long pattern ending after short ones).
             while let Some(&(s0, e0)) = spans.last() {
@@ -135,19 +72,6 @@ impl Matcher {
             spans.push((start, end));
         }
         spans
-    }
-}
-
-fn find(edges: &[(u8, u32)], byte: u8) -> Option<u32> {
-    edges.binary_search_by_key(&byte, |(b, _)| *b).ok().map(|i| edges[i].1)
-}
-
-/// The goto function: the child of `s` on `byte`, if any.
-fn step(states: &[State], root: &[u32; 256], s: u32, byte: u8) -> Option<u32> {
-    if s == ROOT {
-        Some(root[usize::from(byte)]).filter(|&t| t != ROOT)
-    } else {
-        find(&states[s as usize].next, byte)
     }
 }
 
