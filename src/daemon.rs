@@ -45,7 +45,13 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The servers this daemon owns (`--shard K/N`).
     pub shard: crate::shard::Shard,
+    /// The transport's interrupt: cancelled when reconciles outlive the shutdown bound,
+    /// which kills their scripts on the servers.
+    pub interrupt: CancellationToken,
 }
+
+/// How long interrupted passes get to kill their scripts and record their servers.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
 /// Errors that stop the daemon (per-server failures never do).
 #[derive(Debug, thiserror::Error)]
@@ -297,9 +303,20 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     .await
     .unwrap_or(false);
     if !drained {
-        warn!("cancelling reconciles still in flight");
-        hard_stop.cancel();
-        while workers.join_next().await.is_some() {}
+        // Kill what the passes still run on their servers (as a passed deadline does), so a
+        // restarted daemon never starts a second copy beside one still running; the passes
+        // then end and record their servers as interrupted. Only what outlives that bound
+        // is dropped unrecorded.
+        warn!("killing the scripts still running; their servers are recorded as interrupted");
+        config.interrupt.cancel();
+        let recorded = tokio::time::timeout(INTERRUPT_GRACE, async { while workers.join_next().await.is_some() {} })
+            .await
+            .is_ok();
+        if !recorded {
+            warn!("cancelling reconciles still in flight");
+            hard_stop.cancel();
+            while workers.join_next().await.is_some() {}
+        }
     }
     transport.close_all().await;
     for task in [watchdog, metrics_task].into_iter().flatten() {

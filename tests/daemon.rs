@@ -623,3 +623,50 @@ fn a_daemon_deployment_can_be_rolled_back_to_and_a_started_daemon_checks_every_s
     let audit = std::fs::read_to_string(fleet.dir.path().join(".chom/audit.jsonl")).unwrap();
     assert!(audit.contains("\"action\":\"drift.corrected\""), "{audit}");
 }
+
+#[test]
+fn shutdown_past_its_bound_kills_the_remote_script_and_records_the_server_as_interrupted() {
+    let fleet = Fleet::new();
+    let pidfile = fleet.dir.path().join("long.pid");
+    std::fs::write(
+        fleet.dir.path().join("scripts/long.sh"),
+        "echo $$ > \"$CHOM_CFG_PIDFILE\"\nsleep 60\n",
+    )
+    .unwrap();
+    fleet.write(
+        "long-1",
+        &fleet.server_text(
+            "long-1",
+            &format!(
+                "  components:\n    - name: long\n      config: {{pidfile: {}}}\n",
+                pidfile.display()
+            ),
+        ),
+    );
+    let mut daemon = fleet.daemon(&["--shutdown-timeout", "1s"]);
+    wait_for("the long script to start", &daemon, || pidfile.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    let remote = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    let started = Instant::now();
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit:?}: {}", daemon.log());
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let alive = || {
+        Command::new("kill")
+            .args(["-0", &remote])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let waited = Instant::now();
+    while alive() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the remote script {remote} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = fleet.status("long-1").expect("the interrupted pass wrote its status");
+    assert_eq!(condition(&s, "Ready")["reason"], "Interrupted", "{s}");
+}

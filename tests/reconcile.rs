@@ -736,3 +736,146 @@ fn get_lists_every_server_with_a_file_or_a_status_and_shows_validity_and_drift()
     assert_eq!(condition(&docs[1], "SpecValid")["status"], "False");
     assert_eq!(fleet.chom(&["get", "web-9"], "").status.code(), Some(2));
 }
+
+/// `chom reconcile` in the background, its stdout and stderr in files.
+fn spawn_reconcile(fleet: &Fleet, extra: &[&str]) -> (std::process::Child, std::path::PathBuf) {
+    let log = fleet.dir.path().join("reconcile.stdout");
+    let child = Command::new(env!("CARGO_BIN_EXE_chom"))
+        .current_dir(fleet.dir.path())
+        .env("HOME", fleet.dir.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["reconcile", "--known-hosts", fleet.sshd.known_hosts.to_str().unwrap()])
+        .args(extra)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(fleet.dir.path().join("reconcile.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+/// Waits (bounded) until `path` exists.
+fn wait_file(path: &Path, limit: std::time::Duration) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < limit, "{} never appeared", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("chom reconcile did not exit within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn interrupt(child: &std::process::Child) {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+}
+
+/// Writes its PID, sleeps, then says it finished.
+const SLOW_SCRIPT: &str =
+    "echo $$ > \"$CHOM_CFG_PIDFILE\"\nsleep \"$CHOM_CFG_SECONDS\"\necho done > \"$CHOM_CFG_PIDFILE.done\"\n";
+
+fn slow_server(fleet: &Fleet, name: &str, seconds: u32) -> std::path::PathBuf {
+    std::fs::write(fleet.dir.path().join("scripts/slow.sh"), SLOW_SCRIPT).unwrap();
+    let pidfile = fleet.dir.path().join(format!("{name}.pid"));
+    fleet.server(
+        name,
+        &format!(
+            "  components:\n    - name: slow\n      config: {{pidfile: {}, seconds: {seconds}}}\n",
+            pidfile.display()
+        ),
+    );
+    pidfile
+}
+
+#[test]
+fn a_first_ctrl_c_lets_running_servers_finish_and_starts_no_new_one() {
+    let fleet = Fleet::new();
+    let pid_1 = slow_server(&fleet, "web-1", 2);
+    let pid_2 = slow_server(&fleet, "web-2", 2);
+    let (mut child, log) = spawn_reconcile(&fleet, &["--workers", "1"]);
+    let limit = std::time::Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    while !pid_1.exists() && !pid_2.exists() {
+        assert!(started.elapsed() < limit, "no script started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (first, second) = if pid_1.exists() {
+        ("web-1", "web-2")
+    } else {
+        ("web-2", "web-1")
+    };
+    interrupt(&child);
+    let status = wait_exit(&mut child, limit);
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(
+        stdout.contains("interrupted, 1 not started"),
+        "the summary is printed: {stdout}"
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line(first).contains("Succeeded"), "{stdout}");
+    assert!(line(second).contains("NotStarted"), "{stdout}");
+    let first_pid = fleet.dir.path().join(format!("{first}.pid.done"));
+    assert!(first_pid.exists(), "the running script was let finish");
+    assert!(
+        !fleet.dir.path().join(format!("{second}.pid")).exists(),
+        "no new server started"
+    );
+    assert_eq!(condition(&fleet.status(first), "Ready")["status"], "True");
+    // Its pass is in the history.
+    let history = fleet.chom(&["history", first, "-o", "json"], "");
+    let records: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(records.len(), 1, "{records:#?}");
+}
+
+#[test]
+fn a_second_ctrl_c_kills_the_remote_scripts_and_records_them_as_interrupted() {
+    let fleet = Fleet::new();
+    let pidfile = slow_server(&fleet, "web-1", 60);
+    let (mut child, log) = spawn_reconcile(&fleet, &[]);
+    wait_file(&pidfile, std::time::Duration::from_secs(20));
+    let remote: String = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    interrupt(&child);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    interrupt(&child);
+    let status = wait_exit(&mut child, std::time::Duration::from_secs(20));
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("Interrupted"), "{stdout}");
+    // The remote script is gone (bounded wait: the kill goes over SSH).
+    let started = std::time::Instant::now();
+    while Command::new("kill")
+        .args(["-0", &remote])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the remote script {remote} still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!fleet.dir.path().join("web-1.pid.done").exists());
+    let s = fleet.status("web-1");
+    assert_eq!(condition(&s, "Ready")["reason"], "Interrupted", "{s}");
+    let message = component(&s, "slow")["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("interrupted"), "{message}");
+}

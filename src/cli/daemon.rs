@@ -93,6 +93,7 @@ impl Tuning {
             identity: None,
             metrics_addr: None,
             shard: crate::shard::Shard::ALL,
+            interrupt: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -109,7 +110,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("--metrics-addr {addr:?} is not an address such as 127.0.0.1:9477 (or off)")
         })?),
     };
-    let transport = Arc::new(args.ssh.transport());
+    let transport = Arc::new(args.ssh.transport_with(config.interrupt.clone()));
     super::daemon_runtime()?.block_on(crate::daemon::run(config, transport))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -120,7 +120,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         age_identity: None,
     };
     let config = args.tuning.config(&tree, root.join(".chom"));
-    let transport = Arc::new(ssh.transport());
+    let transport = Arc::new(ssh.transport_with(config.interrupt.clone()));
     let runtime = super::daemon_runtime()?;
     let duration = args.duration.map(Duration::from_secs);
     let result = runtime.block_on(async {
