@@ -2,6 +2,7 @@
 //! the validation road → work queue → workers that reconcile and write status files;
 //! signals, the lock file and shutdown. The only module that spawns long-lived tasks.
 
+pub mod handoff;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -91,10 +92,58 @@ pub enum DaemonError {
 struct Shared {
     /// Parsed files between refreshes: a change set re-parses only what changed.
     cache: Arc<crate::validate::Cache>,
+    /// Handed-off requests waiting for a server's next pass (taken when the pass starts,
+    /// so a pass already in flight never answers them).
+    waiters: Mutex<std::collections::BTreeMap<String, Vec<Waiter>>>,
     config: Config,
     controller: Controller,
     store: Arc<Mutex<Store>>,
     queue: Queue<String>,
+}
+
+type Waiter = tokio::sync::mpsc::UnboundedSender<handoff::ServerResult>;
+
+impl Shared {
+    fn waiters(&self) -> MutexGuard<'_, std::collections::BTreeMap<String, Vec<Waiter>>> {
+        self.waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl handoff::Handler for Shared {
+    fn reconcile(
+        &self,
+        names: &[String],
+        by: &str,
+    ) -> (Vec<String>, tokio::sync::mpsc::UnboundedReceiver<handoff::ServerResult>) {
+        let accepted: Vec<String> = {
+            let store = self.store();
+            if names.is_empty() {
+                store.servers.keys().cloned().collect()
+            } else {
+                names
+                    .iter()
+                    .filter(|n| store.servers.contains_key(*n))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        {
+            let mut waiters = self.waiters();
+            for name in &accepted {
+                waiters.entry(name.clone()).or_default().push(tx.clone());
+            }
+        }
+        info!(servers = accepted.len(), by, "reconcile requested");
+        self.controller.audit(
+            "reconcile.requested",
+            serde_json::json!({"by": by, "servers": accepted.len()}),
+        );
+        for name in &accepted {
+            self.queue.add(name.clone());
+        }
+        (accepted, rx)
+    }
 }
 
 fn lock_store(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
@@ -172,7 +221,11 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         path: config.state_dir.clone(),
         source,
     })?;
-    let me = OwnerInfo::this_process("daemon", &config.state_dir, config.shard);
+    let socket = handoff::socket_path(&config.state_dir, config.shard);
+    let me = OwnerInfo {
+        socket: Some(std::path::absolute(&socket).unwrap_or_else(|_| socket.clone())),
+        ..OwnerInfo::this_process("daemon", &config.state_dir, config.shard)
+    };
     let hint = "stop it first (one owner per inventory, whatever its state dir)";
     let _owner = match Owner::acquire(&config.layout.inventory, &me, config.shard, hint) {
         Err(e) => {
@@ -209,6 +262,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         .with_statuses(Arc::new(StoreStatuses { store: store.clone() }))
         .with_scheduler(Arc::new(QueueScheduler { queue: queue.clone() }));
     let shared = Arc::new(Shared {
+        waiters: Mutex::default(),
         cache: Arc::new(crate::validate::Cache::default()),
         queue,
         config: config.clone(),
@@ -249,6 +303,15 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         let snapshot = Arc::new(move || weak.upgrade().map(|s| snapshot(&s)).unwrap_or_default());
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), snapshot))
     });
+
+    // `chom reconcile` hands its request over this socket while the daemon owns the tree.
+    let handoff_task = match handoff::bind(&socket) {
+        Ok(listener) => Some(tokio::spawn(handoff::serve(listener, shared.clone()))),
+        Err(e) => {
+            warn!(socket = %socket.display(), error = %e, "cannot take reconcile requests; `chom reconcile` is refused while the daemon runs");
+            None
+        }
+    };
 
     let hard_stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
@@ -318,8 +381,11 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
             while workers.join_next().await.is_some() {}
         }
     }
+    // Requests still waiting get their answer stream closed.
+    shared.waiters().clear();
+    let _ = std::fs::remove_file(&socket);
     transport.close_all().await;
-    for task in [watchdog, metrics_task].into_iter().flatten() {
+    for task in [watchdog, metrics_task, handoff_task].into_iter().flatten() {
         task.abort();
     }
     shared
@@ -349,6 +415,7 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
     for t in &changes.removed {
         info!(server = %t.desired.name, file = %t.entry.path.display(), "server removed from the inventory");
         shared.queue.remove(&t.desired.name);
+        shared.waiters().remove(&t.desired.name);
         let target = crate::detect::target_for(&t.entry, &shared.config.base);
         shared.controller.ctx.transport.disconnect(&target).await;
         let path = t.entry.status_path();
@@ -424,8 +491,10 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         };
         (tracked.server(), tracked.checked)
     };
-    // The first pass over each server after start (or SIGHUP) checks every component.
-    let mode = if checked {
+    let waiting = shared.waiters().remove(name).unwrap_or_default();
+    // The first pass over each server after start (or SIGHUP), and a pass someone asked
+    // for (`chom reconcile` handed over), check every component.
+    let mode = if checked && waiting.is_empty() {
         PassMode::Periodic
     } else {
         PassMode::CheckNow
@@ -433,8 +502,8 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
     let unready = unready_dependency(shared, &server.desired.depends_on);
     let deployment_id = reconcile::new_deployment_id();
     let started_at = Timestamp::now();
-    let done = shared.controller.run_one(&server, &deployment_id, mode, unready).await;
-    if let Some(record) = done.record {
+    let mut done = shared.controller.run_one(&server, &deployment_id, mode, unready).await;
+    if let Some(record) = done.record.take() {
         shared
             .controller
             .store_deployment(&deployment_id, started_at, vec![record]);
@@ -447,6 +516,12 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         t.checked = true;
     }
     let ready = done.outcome.status.is_ready_at(server.generation);
+    if !waiting.is_empty() {
+        let result = handoff_result(name, &done, &deployment_id);
+        for waiter in waiting {
+            let _ = waiter.send(result.clone());
+        }
+    }
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         let (ready_count, total) = {
             let store = shared.store();
@@ -473,6 +548,27 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         for dependent in waiting {
             shared.queue.add(dependent);
         }
+    }
+}
+
+/// A handed-off pass as the CLI prints it.
+fn handoff_result(name: &str, done: &crate::controller::Done, deployment_id: &str) -> handoff::ServerResult {
+    let status = &done.outcome.status;
+    let ready = status.condition(types::READY);
+    let reason = ready.map(|c| c.reason.clone()).unwrap_or_default();
+    let on_purpose = reason == reasons::SUSPENDED || reason == reasons::PINNED;
+    handoff::ServerResult {
+        name: name.to_owned(),
+        result: format!("{:?}", done.outcome.result),
+        changed: status.components.iter().filter(|c| c.changed).count(),
+        took_ms: done.took.as_millis() as u64,
+        message: ready
+            .map(|c| c.message.lines().next().unwrap_or_default().to_owned())
+            .unwrap_or_default(),
+        deployment_id: deployment_id.to_owned(),
+        ok: (done.outcome.result == crate::status::ReconcileResult::Succeeded || on_purpose)
+            && done.write_error.is_none(),
+        reason,
     }
 }
 

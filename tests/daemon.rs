@@ -312,7 +312,6 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     for args in [
         vec!["daemon"],
         vec!["daemon", "--state-dir", other_state.path().to_str().unwrap()],
-        vec!["reconcile"],
         vec!["rollback", "web-1"],
     ] {
         let second = Command::new(env!("CARGO_BIN_EXE_chom"))
@@ -607,6 +606,22 @@ fn a_daemon_deployment_can_be_rolled_back_to_and_a_started_daemon_checks_every_s
         String::from_utf8_lossy(&resume.stdout)
     );
     wait_for("web-1 back at two", &daemon, || read() == "two");
+    // `chom reconcile` while the daemon runs is handed to it: the daemon checks now (its
+    // interval is 10m), corrects the drift, and the answer prints here.
+    std::fs::write(&out, "changed by hand").unwrap();
+    let handed = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
+    let text = String::from_utf8_lossy(&handed.stdout).into_owned();
+    assert!(
+        handed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&handed.stderr)
+    );
+    assert!(
+        text.contains(&format!("handed to the daemon (PID {})", daemon.child.id())),
+        "{text}"
+    );
+    assert!(text.contains("drift in file corrected"), "{text}");
+    assert_eq!(read(), "two", "corrected before the command returned");
     assert!(daemon.terminate().success());
 
     // Drift while no daemon runs: the next daemon checks every component in its first pass
@@ -669,4 +684,90 @@ fn shutdown_past_its_bound_kills_the_remote_script_and_records_the_server_as_int
     }
     let s = fleet.status("long-1").expect("the interrupted pass wrote its status");
     assert_eq!(condition(&s, "Ready")["reason"], "Interrupted", "{s}");
+}
+
+#[test]
+fn plan_reconcile_and_the_daemon_give_the_same_verdict_on_a_drifted_fleet() {
+    let fleet = Fleet::new();
+    let out = |name: &str| fleet.dir.path().join(format!("{name}.out"));
+    let read = |name: &str| std::fs::read_to_string(out(name)).unwrap_or_default();
+    fleet.write(
+        "fix-1",
+        &fleet.server_text("fix-1", &fleet.file_component("fix-1", "one")),
+    );
+    let report = format!("  driftPolicy: report\n{}", fleet.file_component("rep-1", "one"));
+    fleet.write("rep-1", &fleet.server_text("rep-1", &report));
+    let kh = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+    let first = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
+    std::fs::write(out("fix-1"), "hand").unwrap();
+    std::fs::write(out("rep-1"), "hand").unwrap();
+
+    // The plan finds drift on both.
+    let plan = chom(&fleet, &["plan", "--known-hosts", &kh]);
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(plan.status.code(), Some(3), "{text}");
+    assert_eq!(text.matches("drift found by check mode").count(), 2, "{text}");
+
+    // The daemon, checking every server when it starts, corrects one and reports the other.
+    let mut daemon = fleet.daemon(&[]);
+    wait_for("fix-1 corrected", &daemon, || read("fix-1") == "one");
+    wait_for("rep-1 reported", &daemon, || {
+        fleet
+            .status("rep-1")
+            .is_some_and(|s| condition(&s, "Drifted")["status"] == "True")
+    });
+    let rep = fleet.status("rep-1").unwrap();
+    assert_eq!(condition(&rep, "Ready")["reason"], "DriftFound");
+    assert_eq!(read("rep-1"), "hand", "reported, not corrected");
+    let fix = fleet.status("fix-1").unwrap();
+    assert_eq!(condition(&fix, "Drifted")["reason"], "DriftCorrected");
+    // Handed to the daemon, an explicit pass says the same.
+    let handed = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
+    let text = String::from_utf8_lossy(&handed.stdout).into_owned();
+    assert!(text.contains("handed to the daemon"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("rep-1").contains("DriftFound"), "{text}");
+    assert!(line("fix-1").contains("Reconciled"), "{text}");
+    assert!(daemon.terminate().success());
+
+    // And so does a one-shot pass, and the plan after it.
+    let one_shot = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
+    let text = String::from_utf8_lossy(&one_shot.stdout).into_owned();
+    assert!(!text.contains("handed to the daemon"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("rep-1").contains("DriftFound"), "{text}");
+    assert!(line("fix-1").contains("Reconciled"), "{text}");
+    let plan = chom(&fleet, &["plan", "--known-hosts", &kh]);
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(plan.status.code(), Some(3), "{text}");
+    assert_eq!(
+        text.matches("drift found by check mode").count(),
+        1,
+        "only rep-1: {text}"
+    );
+    let get = chom(&fleet, &["get"]);
+    let text = String::from_utf8_lossy(&get.stdout).into_owned();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(line("rep-1").split_whitespace().nth(5), Some("True"), "DRIFTED: {text}");
+    assert_eq!(
+        line("fix-1").split_whitespace().nth(5),
+        Some("False"),
+        "DRIFTED: {text}"
+    );
 }

@@ -18,7 +18,8 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{SshArgs, TreeArgs, table};
-use crate::controller::{self, Controller, Server};
+use crate::controller::{self, Controller, Owner, OwnerInfo, Server};
+use crate::daemon::handoff;
 use crate::desired;
 use crate::reconcile::{self, Outcome, PassMode};
 use crate::status::{self, ReconcileResult, reasons, types};
@@ -26,7 +27,10 @@ use crate::status::{self, ReconcileResult, reasons, types};
 /// Reconcile servers once: detect, judge, check and apply every component, write status.
 ///
 /// Every component's check runs now (whatever its interval), so drift is corrected, or
-/// reported under `driftPolicy: report`. Refused while a daemon owns the inventory.
+/// reported under `driftPolicy: report`. While a daemon owns the inventory the request is
+/// handed to it (its socket in its state dir, which only its user can use): it runs the
+/// same explicit passes on its pooled connections and the results print here; without
+/// access to that socket the command is refused, naming the daemon.
 ///
 /// Exit codes: 0 every server reconciled, 1 a server failed, 2 usage or environment
 /// errors (a daemon owns the tree), 130 interrupted.
@@ -76,8 +80,17 @@ fn on_interrupt(soft: CancellationToken, hard: CancellationToken) {
     });
 }
 
-/// Runs the pass.
+/// Runs the pass, or hands it to the daemon that owns the tree.
 pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let daemons: Vec<OwnerInfo> = Owner::daemons(&args.tree.inventory)
+        .into_iter()
+        .filter(|d| d.socket.is_some())
+        .collect();
+    if !daemons.is_empty()
+        && let Some(code) = hand_off(args, &daemons)?
+    {
+        return Ok(code);
+    }
     let state_dir = super::state_dir(&args.tree, None);
     let _owner = super::own_tree(
         &args.tree,
@@ -217,6 +230,111 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Hands the pass to the daemon(s) owning the tree and prints their answers like a pass
+/// of its own. `None` when no daemon could be reached (then the caller's ownership check
+/// refuses, naming the daemon).
+fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Option<ExitCode>> {
+    let runtime = super::runtime()?;
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let (results, accepted, reached) = runtime.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut requests = tokio::task::JoinSet::new();
+        for daemon in daemons {
+            let (socket, names, tx) = (daemon.socket.clone(), args.names.clone(), tx.clone());
+            requests.spawn(async move {
+                let socket = socket?;
+                handoff::request(&socket, &names, |r| {
+                    let _ = tx.send(r);
+                })
+                .await
+                .ok()
+            });
+        }
+        drop(tx);
+        let mut results = Vec::new();
+        while let Some(result) = rx.recv().await {
+            results.push(result);
+            if progress {
+                let failed = results.iter().filter(|r: &&handoff::ServerResult| !r.ok).count();
+                eprint!("\rreconciling (daemon): {} done, {failed} not ready", results.len());
+            }
+        }
+        let mut accepted = std::collections::BTreeSet::new();
+        let mut reached = 0;
+        while let Some(joined) = requests.join_next().await {
+            if let Ok(Some(names)) = joined {
+                reached += 1;
+                accepted.extend(names);
+            }
+        }
+        (results, accepted, reached)
+    });
+    if progress {
+        eprintln!();
+    }
+    if reached == 0 {
+        return Ok(None);
+    }
+    let mut table_rows: Vec<(String, Vec<String>, bool)> = results
+        .iter()
+        .map(|r| {
+            let cells = vec![
+                r.name.clone(),
+                r.result.clone(),
+                r.reason.clone(),
+                r.changed.to_string(),
+                format!("{:.1}s", r.took_ms as f64 / 1000.0),
+                r.message.clone(),
+            ];
+            (r.name.clone(), cells, r.ok)
+        })
+        .collect();
+    let answered: std::collections::BTreeSet<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    for name in args.names.iter().chain(accepted.iter()) {
+        if answered.contains(name.as_str()) || table_rows.iter().any(|(n, ..)| n == name) {
+            continue;
+        }
+        let why = if accepted.contains(name) {
+            "the daemon stopped or dropped the server before its pass"
+        } else {
+            "no daemon owns it: not in the inventory, or its file has errors (run `chom validate`)"
+        };
+        table_rows.push((
+            name.clone(),
+            vec![
+                name.clone(),
+                "NotReconciled".into(),
+                "-".into(),
+                "0".into(),
+                "-".into(),
+                why.into(),
+            ],
+            false,
+        ));
+    }
+    table_rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let failures = table_rows.iter().filter(|r| !r.2).count();
+    let rows: Vec<Vec<String>> = table_rows.into_iter().map(|r| r.1).collect();
+    print!(
+        "{}",
+        table::render(&["NAME", "RESULT", "REASON", "CHANGED", "TOOK", "MESSAGE"], &rows)
+    );
+    let pids: Vec<String> = daemons.iter().map(|d| d.pid.to_string()).collect();
+    println!(
+        "handed to the daemon (PID {}): {} server(s) in {:.1}s, {} ok, {failures} failed",
+        pids.join(", "),
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        rows.len() - failures
+    );
+    Ok(Some(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }))
 }
 
 /// Succeeded, or held back on purpose (suspended, pinned by a rollback).

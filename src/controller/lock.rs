@@ -42,6 +42,9 @@ pub struct OwnerInfo {
     pub shard: String,
     /// Since when.
     pub since: Timestamp,
+    /// Where a daemon takes `chom reconcile` requests (see `daemon::handoff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
 }
 
 impl OwnerInfo {
@@ -54,6 +57,7 @@ impl OwnerInfo {
             state_dir: std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf()),
             shard: shard.to_string(),
             since: Timestamp::now(),
+            socket: None,
         }
     }
 
@@ -261,7 +265,15 @@ impl Owner {
 
     /// The daemon that owns `inventory`, if one runs.
     pub fn daemon(inventory: &Path) -> Option<OwnerInfo> {
-        Owner::holders(inventory).into_iter().find(|o| o.command == "daemon")
+        Owner::daemons(inventory).into_iter().next()
+    }
+
+    /// Every daemon that owns `inventory` (one, or one per shard).
+    pub fn daemons(inventory: &Path) -> Vec<OwnerInfo> {
+        Owner::holders(inventory)
+            .into_iter()
+            .filter(|o| o.command == "daemon")
+            .collect()
     }
 }
 
