@@ -104,6 +104,11 @@ impl Fleet {
         std::fs::rename(&tmp, self.inventory().join(format!("{name}.yaml"))).unwrap();
     }
 
+    /// Writes server `name` with the `file` component writing `content`.
+    fn write_file_server(&self, name: &str, content: &str) {
+        self.write(name, &self.server_text(name, &self.file_component(name, content)));
+    }
+
     fn file_component(&self, name: &str, content: &str) -> String {
         format!(
             "  components:\n    - name: file\n      config: {{path: {}, content: {content}}}\n",
@@ -196,6 +201,16 @@ fn wait_for(what: &str, daemon: &Daemon, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (bounded) until `name`'s status says Ready True.
+#[track_caller]
+fn wait_ready(fleet: &Fleet, daemon: &Daemon, name: &str) {
+    wait_for(&format!("{name} Ready"), daemon, || {
+        fleet
+            .status(name)
+            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
+    });
+}
+
 fn no_temp_files(dir: &Path) {
     let leftovers: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -212,24 +227,14 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     let mut daemon = fleet.daemon(&[]);
     let out = fleet.dir.path().join("web-1.out");
 
-    fleet.write(
-        "web-1",
-        &fleet.server_text("web-1", &fleet.file_component("web-1", "one")),
-    );
-    wait_for("web-1 Ready", &daemon, || {
-        fleet
-            .status("web-1")
-            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
-    });
+    fleet.write_file_server("web-1", "one");
+    wait_ready(&fleet, &daemon, "web-1");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "one");
     let s = fleet.status("web-1").unwrap();
     assert_eq!(s["metadata"]["generation"], 1);
     assert_eq!(condition(&s, "SpecValid")["status"], "True");
 
-    fleet.write(
-        "web-1",
-        &fleet.server_text("web-1", &fleet.file_component("web-1", "two")),
-    );
+    fleet.write_file_server("web-1", "two");
     wait_for("generation 2 applied", &daemon, || {
         fleet
             .status("web-1")
@@ -478,16 +483,9 @@ fn three_shards_partition_the_fleet_and_each_takes_its_own_lock() {
 fn the_daemon_leaves_a_pinned_server_alone_until_resume() {
     let fleet = Fleet::new();
     let out = fleet.dir.path().join("web-1.out");
-    fleet.write(
-        "web-1",
-        &fleet.server_text("web-1", &fleet.file_component("web-1", "one")),
-    );
+    fleet.write_file_server("web-1", "one");
     let mut daemon = fleet.daemon(&[]);
-    wait_for("web-1 Ready", &daemon, || {
-        fleet
-            .status("web-1")
-            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
-    });
+    wait_ready(&fleet, &daemon, "web-1");
     assert!(daemon.terminate().success());
     // Pin it at its current desired state (what `chom rollback` leaves behind), then
     // change what is on the server: a pinned server must not be corrected.
@@ -545,21 +543,11 @@ fn a_daemon_deployment_can_be_rolled_back_to_and_a_started_daemon_checks_every_s
     let fleet = Fleet::new();
     let out = fleet.dir.path().join("web-1.out");
     let read = || std::fs::read_to_string(&out).unwrap_or_default();
-    fleet.write(
-        "web-1",
-        &fleet.server_text("web-1", &fleet.file_component("web-1", "one")),
-    );
+    fleet.write_file_server("web-1", "one");
     let mut daemon = fleet.daemon(&[]);
-    wait_for("web-1 Ready", &daemon, || {
-        fleet
-            .status("web-1")
-            .is_some_and(|s| condition(&s, "Ready")["status"] == "True")
-    });
+    wait_ready(&fleet, &daemon, "web-1");
     assert_eq!(read(), "one");
-    fleet.write(
-        "web-1",
-        &fleet.server_text("web-1", &fleet.file_component("web-1", "two")),
-    );
+    fleet.write_file_server("web-1", "two");
     wait_for("web-1 at generation 2", &daemon, || {
         fleet
             .status("web-1")
@@ -686,6 +674,14 @@ fn shutdown_past_its_bound_kills_the_remote_script_and_records_the_server_as_int
     assert_eq!(condition(&s, "Ready")["reason"], "Interrupted", "{s}");
 }
 
+/// The summary of a pass over the drifted fleet: rep-1's drift reported, fix-1's corrected.
+#[track_caller]
+fn same_verdict(summary: &str) {
+    let line = |name: &str| summary.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+    assert!(line("rep-1").contains("DriftFound"), "{summary}");
+    assert!(line("fix-1").contains("Reconciled"), "{summary}");
+}
+
 #[test]
 fn plan_reconcile_and_the_daemon_give_the_same_verdict_on_a_drifted_fleet() {
     let fleet = Fleet::new();
@@ -726,28 +722,14 @@ fn plan_reconcile_and_the_daemon_give_the_same_verdict_on_a_drifted_fleet() {
     let handed = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
     let text = String::from_utf8_lossy(&handed.stdout).into_owned();
     assert!(text.contains("handed to the daemon"), "{text}");
-    let line = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(line("rep-1").contains("DriftFound"), "{text}");
-    assert!(line("fix-1").contains("Reconciled"), "{text}");
+    same_verdict(&text);
     assert!(daemon.terminate().success());
 
     // And so does a one-shot pass, and the plan after it.
     let one_shot = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
     let text = String::from_utf8_lossy(&one_shot.stdout).into_owned();
     assert!(!text.contains("handed to the daemon"), "{text}");
-    let line = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(line("rep-1").contains("DriftFound"), "{text}");
-    assert!(line("fix-1").contains("Reconciled"), "{text}");
+    same_verdict(&text);
     let plan = chom(&fleet, &["plan", "--known-hosts", &kh]);
     let text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert_eq!(plan.status.code(), Some(3), "{text}");
