@@ -1,0 +1,364 @@
+//! The example fleet's components on real Debian 12 servers (systemd, OpenSSH, apt), booted by
+//! `tests/realhost/up.sh` in systemd-nspawn containers: every check is made on the server
+//! itself. Needs root; `CHOM_SKIP_REALHOST=1` skips (and says so).
+
+#[path = "support/realhost.rs"]
+mod realhost;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use realhost::RealHost;
+use serde_json::Value;
+
+const MARIADB_PASSWORD: &str = "db-pass-e2e-7b1c";
+const REDIS_PASSWORD: &str = "redis-pass-e2e-91aa";
+
+/// A chom tree in a temp dir (the repo's scripts, roles and secrets, the example age
+/// identity) with one server on `host`.
+struct Tree {
+    dir: tempfile::TempDir,
+    host: RealHost,
+    name: String,
+}
+
+impl Tree {
+    fn new(host: RealHost, name: &str) -> Tree {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo.join("scripts"), &dir.path().join("scripts"));
+        copy_dir(&repo.join("inventory.d/roles"), &dir.path().join("inventory.d/roles"));
+        copy_dir(&repo.join("secrets.d"), &dir.path().join("secrets.d"));
+        let identity = dir.path().join("age-identity.txt");
+        std::fs::copy(repo.join("examples/example-age-identity.txt"), &identity).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Tree {
+            dir,
+            host,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Writes the server's file: `spec` is the YAML under `spec:` after address and ssh.
+    fn server(&self, user: &str, spec: &str) {
+        let text = format!(
+            "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: {name}\nspec:\n  address: {addr}\n  ssh: {{user: {user}, identityFile: {key}}}\n{spec}",
+            name = self.name,
+            addr = self.host.addr,
+            key = self.host.key.display()
+        );
+        std::fs::write(self.dir.path().join(format!("inventory.d/{}.yaml", self.name)), text).unwrap();
+    }
+
+    fn chom(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("CHOM_AGE_IDENTITY", self.dir.path().join("age-identity.txt"))
+            .env("CHOM_KNOWN_HOSTS", &self.host.known_hosts)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("CHOM_STATE_DIR")
+            .env_remove("CHOM_INVENTORY")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `chom reconcile`; returns its exit code and everything it printed.
+    fn reconcile(&self) -> (i32, String) {
+        let out = self.chom(&["reconcile"], "");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    #[track_caller]
+    fn reconcile_ok(&self) -> String {
+        let (code, text) = self.reconcile();
+        assert_eq!(code, 0, "chom reconcile failed:\n{text}");
+        text
+    }
+
+    fn status(&self) -> Value {
+        let path = self.dir.path().join(format!("inventory.d/{}.status.yaml", self.name));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        chom::validate::parse_document(Path::new("s.yaml"), &text)
+            .unwrap()
+            .value
+    }
+
+    fn component(&self, name: &str) -> Value {
+        self.status()["status"]["components"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    fn condition(&self, type_: &str) -> Value {
+        self.status()["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Names of the components the last pass changed.
+    fn changed(&self) -> Vec<String> {
+        self.status()["status"]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["changed"] == true)
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn set_secret(&self, name: &str, value: &str) {
+        let out = self.chom(&["secrets", "set", name, "--server", &self.name], value);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Every file chom wrote in the tree and state dir, for secret-leak checks.
+    fn all_output(&self) -> String {
+        let mut text = String::new();
+        for dir in [self.dir.path().join("inventory.d"), self.dir.path().join(".chom")] {
+            walk(&dir, &mut |p| {
+                if let Ok(t) = std::fs::read_to_string(p) {
+                    text.push_str(&t);
+                }
+            });
+        }
+        text
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, f);
+        } else {
+            f(&p);
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &PathBuf) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+const VPS_SPEC: &str = "  role: vpsmanager\n  config: {php_version: \"8.2\", domain: site.test}\n  secrets: [MARIADB_ROOT_PASSWORD, REDIS_PASSWORD]\n";
+
+fn vps_spec(extra_components: &str, extra: &str) -> String {
+    let components = if extra_components.is_empty() {
+        String::new()
+    } else {
+        format!("  components:\n{extra_components}")
+    };
+    format!("{VPS_SPEC}{components}{extra}")
+}
+
+const SERVICES: [&str; 4] = ["nginx", "php8.2-fpm", "mariadb", "redis-server"];
+
+#[test]
+fn the_hosting_stack_on_a_real_server() {
+    let Some(host) = RealHost::up(1) else { return };
+    let tree = Tree::new(host, "vpsmanager");
+    tree.set_secret("MARIADB_ROOT_PASSWORD", MARIADB_PASSWORD);
+    tree.set_secret("REDIS_PASSWORD", REDIS_PASSWORD);
+    tree.server("root", &vps_spec("", ""));
+    let host = &tree.host;
+
+    // First pass: everything installed and running.
+    let first = tree.reconcile_ok();
+    assert!(
+        !first.contains(MARIADB_PASSWORD) && !first.contains(REDIS_PASSWORD),
+        "{first}"
+    );
+    assert_eq!(tree.changed(), ["motd", "nginx", "php-fpm", "mariadb", "redis"]);
+    for service in SERVICES {
+        assert_eq!(
+            host.sh(&format!("systemctl is-active {service}")).trim(),
+            "active",
+            "{service}"
+        );
+        assert_eq!(
+            host.sh(&format!("systemctl is-enabled {service}")).trim(),
+            "enabled",
+            "{service}"
+        );
+    }
+
+    // nginx serves a PHP page through php-fpm.
+    host.sh("printf '<?php echo \"chom-php-\" . (6 * 7);' > /var/www/site.test/public/index.php");
+    let page = || host.sh("curl -s -w ' %{http_code}' -H 'Host: site.test' http://127.0.0.1/index.php");
+    assert_eq!(page(), "chom-php-42 200");
+
+    // MariaDB takes the root password from secrets.d over TCP and refuses a wrong one.
+    let mysql = |password: &str, sql: &str| {
+        host.run(&format!(
+            "mysql --protocol=tcp -h127.0.0.1 -uroot -p'{password}' -N -e '{sql}'"
+        ))
+    };
+    assert!(mysql(MARIADB_PASSWORD, "select 1").status.success());
+    assert!(!mysql("wrong-password", "select 1").status.success());
+    // Redis requires its password.
+    let redis = |args: &str| {
+        host.sh(&format!("redis-cli --no-auth-warning {args} 2>&1"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(redis(&format!("-a '{REDIS_PASSWORD}' ping")), "PONG");
+    assert!(redis("ping").starts_with("NOAUTH"), "{}", redis("ping"));
+
+    // Each service survives a restart.
+    for service in SERVICES {
+        host.sh(&format!("systemctl restart {service} && systemctl is-active {service}"));
+    }
+    assert_eq!(page(), "chom-php-42 200");
+
+    // What the container sees, and the virtualization.
+    let hw = &tree.status()["status"]["hardware"];
+    assert_eq!(hw["virtualization"], "systemd-nspawn", "{hw}");
+    let cpus: u64 = host.sh("nproc").trim().parse().unwrap();
+    assert_eq!(hw["cpu"].as_u64(), Some(cpus), "{hw}");
+    assert!(
+        hw["os"]["prettyName"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Debian GNU/Linux 12"),
+        "{hw}"
+    );
+
+    // Idempotence: a second pass checks everything and applies nothing.
+    let second = tree.reconcile_ok();
+    assert!(tree.changed().is_empty(), "{second}");
+    for c in ["motd", "nginx", "php-fpm", "mariadb", "redis"] {
+        assert_eq!(tree.component(c)["lastCheckResult"], "InSync", "{c}: {second}");
+    }
+
+    // Drift, corrected by the next explicit pass: a stopped service, a hand-edited managed
+    // config, a deleted managed file.
+    host.sh("systemctl stop redis-server");
+    let plan = tree.chom(&["plan"], "");
+    assert_eq!(plan.status.code(), Some(3), "{}", String::from_utf8_lossy(&plan.stdout));
+    tree.reconcile_ok();
+    assert_eq!(host.sh("systemctl is-active redis-server").trim(), "active");
+    assert_eq!(tree.component("redis")["lastCheckResult"], "DriftCorrected");
+    assert_eq!(tree.condition("Drifted")["reason"], "DriftCorrected");
+    let site = "/etc/nginx/conf.d/chom-site.conf";
+    let pristine = host.sh(&format!("cat {site}"));
+    host.sh(&format!("echo '# edited by hand' >> {site}"));
+    tree.reconcile_ok();
+    assert_eq!(host.sh(&format!("cat {site}")), pristine, "hand edit reverted");
+    host.sh(&format!("rm {site}"));
+    tree.reconcile_ok();
+    assert_eq!(host.sh(&format!("cat {site}")), pristine, "deleted file restored");
+    assert_eq!(page(), "chom-php-42 200");
+
+    // A config change re-applies exactly that component and keeps the data.
+    let cnf = "/etc/mysql/mariadb.conf.d/99-chom.cnf";
+    let cnf_before = host.sh(&format!("cat {cnf}"));
+    assert!(mysql(MARIADB_PASSWORD, "create database chom_e2e").status.success());
+    assert_eq!(redis(&format!("-a '{REDIS_PASSWORD}' set chom-e2e kept")), "OK");
+    tree.server(
+        "root",
+        &vps_spec("    - name: mariadb\n      config: {mariadb_max_connections: 57}\n", ""),
+    );
+    tree.reconcile_ok();
+    assert_eq!(tree.changed(), ["mariadb"]);
+    assert!(
+        host.sh(&format!("cat {cnf}")).contains("57"),
+        "the new setting is on the server"
+    );
+    let dbs = String::from_utf8_lossy(&mysql(MARIADB_PASSWORD, "show databases").stdout).into_owned();
+    assert!(dbs.contains("chom_e2e"), "{dbs}");
+    assert_eq!(redis(&format!("-a '{REDIS_PASSWORD}' get chom-e2e")), "kept");
+
+    // A configuration nginx -t rejects leaves the old one serving, and says so in status.
+    tree.server(
+        "root",
+        &vps_spec(
+            "    - name: mariadb\n      config: {mariadb_max_connections: 57}\n    - name: nginx\n      config: {tls_certificate: /etc/ssl/missing.pem, tls_certificate_key: /etc/ssl/missing.key}\n",
+            "",
+        ),
+    );
+    let (code, text) = tree.reconcile();
+    assert_eq!(code, 1, "{text}");
+    let nginx = tree.component("nginx");
+    assert_eq!(nginx["state"], "Failed", "{nginx}");
+    assert!(
+        nginx["message"].as_str().unwrap_or_default().contains("nginx -t"),
+        "{nginx}"
+    );
+    assert_eq!(
+        host.sh(&format!("cat {site}")),
+        pristine,
+        "the previous files were restored"
+    );
+    assert_eq!(page(), "chom-php-42 200");
+
+    // Rollback to the first deployment puts the earlier MariaDB config back.
+    tree.server(
+        "root",
+        &vps_spec("    - name: mariadb\n      config: {mariadb_max_connections: 57}\n", ""),
+    );
+    tree.reconcile_ok();
+    let history = tree.chom(&["history", "vpsmanager", "-o", "json"], "");
+    let records: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let first_id = records[0]["id"].as_str().unwrap().to_owned();
+    let rollback = tree.chom(&["rollback", "vpsmanager", "--to", &first_id], "");
+    assert!(
+        rollback.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&rollback.stdout),
+        String::from_utf8_lossy(&rollback.stderr)
+    );
+    assert_eq!(host.sh(&format!("cat {cnf}")), cnf_before, "the earlier config is back");
+    assert_eq!(tree.condition("Ready")["reason"], "Pinned");
+    assert!(tree.chom(&["resume", "vpsmanager"], "").status.success());
+    tree.reconcile_ok();
+    assert!(host.sh(&format!("cat {cnf}")).contains("57"));
+
+    // Under driftPolicy: report, drift is reported and left alone.
+    tree.server(
+        "root",
+        &vps_spec(
+            "    - name: mariadb\n      config: {mariadb_max_connections: 57}\n",
+            "  driftPolicy: report\n",
+        ),
+    );
+    tree.reconcile_ok();
+    host.sh("systemctl stop redis-server");
+    tree.reconcile_ok();
+    assert_eq!(
+        host.run("systemctl is-active redis-server").status.code(),
+        Some(3),
+        "left stopped"
+    );
+    assert_eq!(tree.condition("Drifted")["status"], "True");
+    assert_eq!(tree.condition("Ready")["reason"], "DriftFound");
+    assert_eq!(tree.component("redis")["state"], "Drifted");
+
+    // No secret value anywhere chom wrote.
+    let written = tree.all_output();
+    assert!(!written.contains(MARIADB_PASSWORD) && !written.contains(REDIS_PASSWORD));
+}
