@@ -362,3 +362,155 @@ fn the_hosting_stack_on_a_real_server() {
     let written = tree.all_output();
     assert!(!written.contains(MARIADB_PASSWORD) && !written.contains(REDIS_PASSWORD));
 }
+
+const SMTP_PASSWORD: &str = "smtp-pass-e2e-40d2";
+
+/// Polls `check` every second, at most `secs` times.
+#[track_caller]
+fn eventually(what: &str, secs: u32, mut check: impl FnMut() -> bool) {
+    for _ in 0..secs {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+#[test]
+fn the_monitoring_stack_on_a_real_server() {
+    let Some(host) = RealHost::up(2) else { return };
+    let tree = Tree::new(host, "observability");
+    tree.set_secret("SMTP_PASSWORD", SMTP_PASSWORD);
+    // Loki and Grafana come from upstream release archives, which this suite cannot fetch;
+    // the Debian-packaged part of the stack is proven here.
+    tree.server(
+        "root",
+        "  components:\n    - name: motd\n    - name: node-exporter\n    - name: prometheus\n    - name: alertmanager\n    - name: nginx\n  config:\n    role: observability\n    retention_days: 15\n    prometheus: {scrape_interval: 5s}\n    smtp: {host: mail.example.test, port: 587, username: alerts, from: am@example.test}\n    alert_email: ops@example.test\n  secrets: [SMTP_PASSWORD]\n",
+    );
+    let host = &tree.host;
+    let first = tree.reconcile_ok();
+    assert!(!first.contains(SMTP_PASSWORD), "{first}");
+    for service in [
+        "prometheus",
+        "prometheus-alertmanager",
+        "prometheus-node-exporter",
+        "nginx",
+    ] {
+        assert_eq!(
+            host.sh(&format!("systemctl is-active {service}")).trim(),
+            "active",
+            "{service}"
+        );
+        assert_eq!(
+            host.sh(&format!("systemctl is-enabled {service}")).trim(),
+            "enabled",
+            "{service}"
+        );
+    }
+    eventually("Prometheus ready", 60, || {
+        host.ok("curl -sf http://127.0.0.1:9090/-/ready")
+    });
+    eventually("Alertmanager ready", 60, || {
+        host.ok("curl -sf http://127.0.0.1:9093/-/ready")
+    });
+    assert!(
+        host.sh("curl -s http://127.0.0.1:9100/metrics")
+            .contains("node_cpu_seconds_total")
+    );
+    // Prometheus scrapes node-exporter, itself and Alertmanager, all up.
+    eventually("every scrape target up", 90, || {
+        let text = host.sh("curl -s 'http://127.0.0.1:9090/api/v1/query?query=up'");
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        let up = |job: &str| {
+            results
+                .iter()
+                .any(|r| r["metric"]["job"].as_str().is_some_and(|j| j.contains(job)) && r["value"][1] == "1")
+        };
+        results.len() >= 3
+            && results.iter().all(|r| r["value"][1] == "1")
+            && up("node")
+            && up("prometheus")
+            && up("alertmanager")
+    });
+    // The SMTP settings and password are rendered into Alertmanager's config, the password
+    // in a file of its own, never in anything chom wrote.
+    let config = host.sh("cat /etc/prometheus/alertmanager.yml");
+    assert!(config.contains("mail.example.test:587"), "{config}");
+    assert!(config.contains("smtp_auth_password_file"), "{config}");
+    assert!(!config.contains(SMTP_PASSWORD), "{config}");
+    assert_eq!(
+        host.sh("cat /etc/prometheus/alertmanager-smtp-password").trim(),
+        SMTP_PASSWORD
+    );
+    assert!(host.ok("amtool check-config /etc/prometheus/alertmanager.yml"));
+    let written = tree.all_output();
+    assert!(!written.contains(SMTP_PASSWORD));
+
+    // Idempotence.
+    tree.reconcile_ok();
+    assert!(tree.changed().is_empty());
+    // Drift on a managed config: reverted, and Prometheus still ready.
+    let rules = "/etc/prometheus/prometheus.yml";
+    let pristine = host.sh(&format!("cat {rules}"));
+    host.sh(&format!("echo '# edited by hand' >> {rules}"));
+    tree.reconcile_ok();
+    assert_eq!(host.sh(&format!("cat {rules}")), pristine);
+    eventually("Prometheus ready again", 60, || {
+        host.ok("curl -sf http://127.0.0.1:9090/-/ready")
+    });
+}
+
+#[test]
+fn a_non_root_login_with_sudo_and_prune_on_a_real_server() {
+    let Some(host) = RealHost::up(3) else { return };
+    // The test sets up the login: a `deploy` user with passwordless sudo and the same key.
+    host.sh(
+        "useradd -m -s /bin/bash deploy && install -d -m 700 -o deploy -g deploy ~deploy/.ssh \
+         && install -m 600 -o deploy -g deploy /root/.ssh/authorized_keys ~deploy/.ssh/authorized_keys \
+         && echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy",
+    );
+    let tree = Tree::new(host, "web-deploy");
+    tree.set_secret("REDIS_PASSWORD", REDIS_PASSWORD);
+    let spec = |components: &str, prune: bool| {
+        format!("  components:\n{components}  secrets: [REDIS_PASSWORD]\n  prune: {prune}\n")
+    };
+    let both = "    - name: motd\n    - name: redis\n";
+    tree.server("deploy", &spec(both, false));
+    let host = &tree.host;
+    tree.reconcile_ok();
+    assert_eq!(tree.changed(), ["motd", "redis"]);
+    assert_eq!(host.sh("systemctl is-active redis-server").trim(), "active");
+    assert_eq!(
+        host.sh(&format!("redis-cli --no-auth-warning -a '{REDIS_PASSWORD}' ping"))
+            .trim(),
+        "PONG"
+    );
+    // Scripts ran as root through sudo: the files they own are root's.
+    assert_eq!(host.sh("stat -c %U /etc/redis/redis.chom.conf").trim(), "root");
+    tree.reconcile_ok();
+    assert!(tree.changed().is_empty(), "idempotent through sudo");
+    host.sh("systemctl stop redis-server");
+    tree.reconcile_ok();
+    assert_eq!(
+        host.sh("systemctl is-active redis-server").trim(),
+        "active",
+        "drift corrected"
+    );
+
+    // Dropped with prune: true: stopped, disabled, its config gone, its data kept.
+    host.sh(&format!(
+        "redis-cli --no-auth-warning -a '{REDIS_PASSWORD}' set chom-e2e kept && redis-cli --no-auth-warning -a '{REDIS_PASSWORD}' save"
+    ));
+    tree.server("deploy", &spec("    - name: motd\n", true));
+    tree.reconcile_ok();
+    assert!(!host.ok("systemctl is-active redis-server"), "stopped");
+    assert!(!host.ok("systemctl is-enabled redis-server"), "disabled");
+    assert!(
+        !host.ok("test -e /etc/redis/redis.chom.conf"),
+        "its config (and password) removed"
+    );
+    assert!(host.ok("test -s /var/lib/redis/dump.rdb"), "its data kept");
+    assert!(tree.component("redis").is_null(), "no longer in the status");
+}
