@@ -422,11 +422,17 @@ impl Controller {
     /// The history record of a pass, with the scripts and configs it applied kept as
     /// objects, when the pass is worth one: every explicit pass and rollback; a periodic
     /// pass only when it changed something or failed (a quiet drift check is not a
-    /// deployment). Hardware is snapshotted whenever it differs from the last snapshot.
+    /// deployment); in the daemon, a quiet handed-off pass neither. Hardware is
+    /// snapshotted whenever it differs from the last snapshot.
     async fn keep(&self, server: &Server, outcome: &Outcome, mode: PassMode, took: Duration) -> Option<ServerRecord> {
         let history = self.history.clone()?;
         let changed = outcome.status.components.iter().any(|c| c.changed);
-        let worth = mode != PassMode::Periodic || changed || outcome.result == ReconcileResult::Failed;
+        // A one-shot command's pass is a deployment of its own (one record for the whole
+        // pass); in the daemon, where explicit passes are handed-off requests and each
+        // server's record is stored on its own, a quiet pass is not worth a record (each
+        // store re-reads the history to describe what changed).
+        let explicit = mode == PassMode::Reapply || (mode != PassMode::Periodic && self.scheduler.is_none());
+        let worth = explicit || changed || outcome.result == ReconcileResult::Failed;
         let (name, hardware) = (server.name().to_owned(), outcome.status.hardware.clone());
         let record = worth.then(|| {
             crate::history::server_record(

@@ -33,3 +33,7 @@ cd "$(dirname "$0")"
 ./run.sh --tools chom,pyinfra --ns 200 --rtts 0 --iters 9 --first-iter 13
 # the last cell with one run: default Ansible at N = 500, RTT 50
 ./run.sh --tools ansible-default --ns 500 --rtts 50 --iters 2 --first-iter 2
+# 2026-12-06, explicit `chom reconcile` and the handoff to `chom daemon`: five back-to-back
+# iterations at N = 200 (each tool block starts at load1 < 1.0), then tuned Ansible once
+./run.sh --tools chom,pyinfra,chom-handoff,chom-handoff-default --ns 200 --rtts 0 --iters 5 --first-iter 22 --max-load 1.0
+./run.sh --tools chom,ansible-tuned --ns 200 --rtts 0 --iters 1 --first-iter 27 --max-load 1.0

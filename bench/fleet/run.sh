@@ -4,14 +4,26 @@
 # $RESULTS/raw.tsv; bench/fleet/summarize.py turns the rows into tables and a plot.
 #
 # usage: bench/fleet/run.sh [--ns "10 100 500"] [--rtts "0 50"] [--iters 3] [--first-iter 1]
-#                           [--tools chom,chom-tuned,ansible-default,ansible-tuned,pyinfra]
-# (--first-iter numbers the iterations of a later invocation after those already in raw.tsv.)
+#                           [--tools chom,chom-tuned,ansible-default,ansible-tuned,pyinfra,
+#                                    chom-handoff,chom-handoff-default] [--max-load L]
+# (--first-iter numbers the iterations of a later invocation after those already in raw.tsv;
+# --max-load L waits, at most 150 s, for load1 < L before each tool.)
 #
 # For every iteration, RTT and N: bench/fleet/up.sh N --rtt RTT, every tool in turn, then
 # bench/fleet/down.sh. The work (README of this folder, BENCHMARKS.md):
 #   first run    facts, then component.sh on every host from an empty /tmp/chom-fleet:
 #                every host writes its file;
 #   steady state the same again right after: nothing to change, no host writes.
+#   handed off   chom-handoff(-default): a `chom daemon` owns a fresh tree and does the first
+#                run itself; once every status file says Ready True, `chom reconcile` is
+#                handed to it over its socket and runs on its pooled connections. Two
+#                handoffs are measured (phases handoff, handoff2); a row with phase
+#                handoff-daemon / handoff2-daemon beside each holds the daemon's CPU in
+#                cpu_s and its RSS in proc_rss_mib (the CLI's own row has the CLI's).
+#                chom-handoff runs the daemon with --rate 1000 --burst 1000 --workers 256
+#                --ssh-max-idle 1000 --ssh-idle-timeout 10m (the pool stays open);
+#                chom-handoff-default with the defaults (10/s, burst 100, 32 workers,
+#                64 idle connections kept, 90 s idle timeout).
 # Each tool invocation is measured by measure.py and checked: exit code 0, and the number
 # of hosts whose file changed is N for a first run and 0 in the steady state.
 # Needs root; run setup.sh once before.
@@ -19,7 +31,7 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
-NS="10 100 500"; RTTS="0 50"; ITERS=3; FIRST=1
+NS="10 100 500"; RTTS="0 50"; ITERS=3; FIRST=1; MAX_LOAD=
 TOOLS="chom,chom-tuned,ansible-default,ansible-tuned,pyinfra"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,7 +40,8 @@ while [ $# -gt 0 ]; do
     --iters) ITERS=${2:?}; shift 2 ;;
     --first-iter) FIRST=${2:?}; shift 2 ;;
     --tools) TOOLS=${2:?}; shift 2 ;;
-    *) echo "usage: $0 [--ns LIST] [--rtts LIST] [--iters K] [--tools LIST]" >&2; exit 2 ;;
+    --max-load) MAX_LOAD=${2:?}; shift 2 ;;
+    *) echo "usage: $0 [--ns LIST] [--rtts LIST] [--iters K] [--tools LIST] [--max-load L]" >&2; exit 2 ;;
   esac
 done
 CHOM=${CHOM:-$REPO/target/release/chom}
@@ -78,6 +91,65 @@ run_chom() {  # run_chom TOOL EXTRA-FLAGS...
   measure "$tool" first "$N" -- "$CHOM" reconcile "${args[@]}"
   measure "$tool" steady 0 -- "$CHOM" reconcile "${args[@]}"
   measure "$tool" steady-check 0 -- "$CHOM" plan "${args[@]}"
+}
+
+# wait_load: with --max-load L, wait (at most 150 s) until load1 < L.
+wait_load() {
+  [ -n "$MAX_LOAD" ] || return 0
+  local i
+  for ((i = 0; i < 150; i++)); do
+    awk -v m="$MAX_LOAD" '{ exit !($1 < m) }' /proc/loadavg && return 0
+    sleep 1
+  done
+  log "load1 still $(cut -d' ' -f1 /proc/loadavg) after 150 s; going on"
+}
+
+# daemon_cpu_ns PID: CPU the daemon used so far, in ns (its cpuacct group when it has one,
+# else utime + stime from /proc, at the clock tick's resolution).
+daemon_cpu_ns() {
+  if [ -r "$CGROUP/daemon/cpuacct.usage" ]; then cat "$CGROUP/daemon/cpuacct.usage"; return; fi
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * 1e9 / hz }' "/proc/$1/stat"
+}
+
+# ready_count: status files of $WORK/chom whose Ready condition is True.
+ready_count() {
+  awk '/^  - type: Ready$/ { r = 1; next } r && /^    status:/ { if ($2 == "\"True\"") n++; r = 0 }
+       END { print n + 0 }' "$WORK"/chom/inventory.d/*.status.yaml 2>/dev/null || echo 0
+}
+
+run_handoff() {  # run_handoff TOOL DAEMON-FLAGS...: `chom reconcile` handed to a running daemon
+  local tool=$1; shift
+  local args=(--inventory "$WORK/chom/inventory.d" --known-hosts "$RUN/known_hosts")
+  local dlog="$WORK/logs/$tool-daemon-$N-$RTT-$IT.log" dpid i ph before after rss last
+  chom_tree; rm -rf "$TARGET"
+  "$CHOM" daemon "${args[@]}" --metrics-addr off "$@" </dev/null >"$dlog" 2>&1 &
+  dpid=$!
+  if [ -d "$CGROUP" ]; then mkdir -p "$CGROUP/daemon"; echo "$dpid" > "$CGROUP/daemon/cgroup.procs"; fi
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$dpid" 2>/dev/null || break
+    [ "$(ready_count)" -ge "$N" ] && break
+    sleep 1
+  done
+  if ! kill -0 "$dpid" 2>/dev/null || [ "$(ready_count)" -lt "$N" ]; then
+    log "$tool: the daemon did not get $N servers Ready ($(ready_count)); see $dlog"
+    stop_pid "$dpid" "chom daemon"; return 0
+  fi
+  log "$tool: daemon $dpid has $N servers Ready after ${i} s"
+  for ph in handoff handoff2; do
+    wait_load
+    before=$(daemon_cpu_ns "$dpid")
+    measure "$tool" "$ph" 0 -- "$CHOM" reconcile "${args[@]}"
+    after=$(daemon_cpu_ns "$dpid")
+    rss=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$dpid/status")
+    grep -q "handed to the daemon" "$WORK/logs/$tool-$ph-$N-$RTT-$IT.out" || log "$tool $ph: not handed to the daemon"
+    last=$(tail -n 1 "$RAW")
+    awk -F'\t' -v OFS='\t' -v p="$ph-daemon" -v c="$(( after - before ))" -v r="$rss" \
+      '{ $3 = p; $9 = sprintf("%.3f", c / 1e9); $10 = r; $11 = r; print }' <<< "$last" >> "$RAW"
+    log "$tool $ph: daemon CPU $(awk -v c="$(( after - before ))" 'BEGIN { printf "%.3f", c / 1e9 }') s, RSS $rss MiB"
+  done
+  stop_pid "$dpid" "chom daemon"
+  [ -d "$CGROUP/daemon" ] && rmdir "$CGROUP/daemon" 2>/dev/null
+  return 0
 }
 
 ansible_cfg() {  # ansible_cfg VARIANT: writes $WORK/ansible/VARIANT.cfg
@@ -153,12 +225,15 @@ for ((IT = FIRST; IT < FIRST + ITERS; IT++)); do
       "$FLEET_DIR/up.sh" "$N" --rtt "$RTT"
       require_fleet
       for t in "${tools[@]}"; do
+        wait_load
         case "$t" in
           chom) run_chom chom ;;
           chom-tuned) run_chom chom-tuned --max-handshakes 100 --handshake-rate 0 ;;
           ansible-default) run_ansible default ;;
           ansible-tuned) run_ansible tuned ;;
           pyinfra) run_pyinfra ;;
+          chom-handoff) run_handoff "$t" --rate 1000 --burst 1000 --workers 256 --ssh-max-idle 1000 --ssh-idle-timeout 10m ;;
+          chom-handoff-default) run_handoff "$t" ;;
           *) die "unknown tool $t" ;;
         esac
       done
