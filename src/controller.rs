@@ -193,23 +193,6 @@ impl Controller {
         }
     }
 
-    /// A controller that only releases pins (`chom resume`): no SSH, no history, with the
-    /// audit trail of `state_dir`.
-    pub fn read_only_with_audit(state_dir: PathBuf, inventory: PathBuf) -> Controller {
-        let ctx = Context {
-            transport: Arc::new(crate::ssh::Transport::new(crate::ssh::TransportConfig::default())),
-            layout: crate::inventory::Layout::beside(&inventory),
-            base: inventory.parent().map(PathBuf::from).unwrap_or_default(),
-            identity: None,
-            redactor: crate::secrets::Redactor::new(),
-        };
-        let audit = Audit::open(&state_dir, &inventory).ok();
-        Controller {
-            audit,
-            ..Controller::read_only(ctx, state_dir, inventory)
-        }
-    }
-
     /// Sends statuses to `sink` instead of the files.
     pub fn with_statuses(mut self, sink: Arc<dyn StatusSink>) -> Controller {
         self.statuses = sink;
@@ -239,11 +222,6 @@ impl Controller {
         if let Some(audit) = &self.audit {
             audit.record(action, fields);
         }
-    }
-
-    /// The history, when it could be opened.
-    pub fn history(&self) -> Option<&History> {
-        self.history.as_ref()
     }
 
     /// One server, start to end: the pin gate, the dependency gate (`unready` names the
@@ -448,7 +426,9 @@ impl Controller {
                     .collect(),
             )
         });
-        let (desired, scripts) = (server.desired.clone(), outcome.scripts.clone());
+        let kept = record
+            .as_ref()
+            .map(|_| (server.desired.clone(), outcome.scripts.clone()));
         // Objects and snapshots are written with fsync: off the runtime's thread.
         tokio::task::spawn_blocking(move || {
             if let Some(hw) = &hardware
@@ -456,7 +436,7 @@ impl Controller {
             {
                 warn!(server = %name, error = %e, "cannot record the hardware snapshot");
             }
-            let mut record = record?;
+            let (mut record, (desired, scripts)) = (record?, kept?);
             history.keep_objects(&mut record, &desired, &scripts);
             Some(record)
         })
@@ -575,15 +555,16 @@ impl Controller {
             done: Done { write_error, ..done },
         })
     }
+}
 
-    /// Releases a rollback pin; false when the server was not pinned.
-    pub fn resume(&self, name: &str) -> std::io::Result<bool> {
-        let released = pin::remove(&self.state_dir, name)?;
-        if released {
-            self.audit("resume", serde_json::json!({"server": name}));
-        }
-        Ok(released)
+/// Releases the rollback pin of `name` kept in `state_dir` and audits it; false when the
+/// server was not pinned.
+pub fn resume(state_dir: &Path, inventory: &Path, name: &str) -> std::io::Result<bool> {
+    let released = pin::remove(state_dir, name)?;
+    if released {
+        Audit::open(state_dir, inventory)?.record("resume", serde_json::json!({"server": name}));
     }
+    Ok(released)
 }
 
 /// What [`Controller::rollback`] did.
@@ -685,9 +666,4 @@ pub fn dependency_ready_on_disk(inventory: &Inventory, sources: &desired::Source
     status::read(&entry.status_path()).is_some_and(|s| {
         s.metadata.desired_hash.as_deref() == Some(hash.as_str()) && s.status.is_ready_at(s.metadata.generation)
     })
-}
-
-/// The path of the lock that makes one owner per inventory.
-pub fn lock_path(inventory: &Path) -> PathBuf {
-    inventory.join(lock::LOCK_FILE)
 }

@@ -113,27 +113,6 @@ pub enum StepKind {
     WouldPrune,
 }
 
-impl StepKind {
-    /// True when the server would differ (or differed) from its desired state.
-    pub fn is_change(self) -> bool {
-        matches!(
-            self,
-            StepKind::Applied
-                | StepKind::DriftCorrected
-                | StepKind::DriftReported
-                | StepKind::WouldApply
-                | StepKind::WouldCorrect
-                | StepKind::Pruned
-                | StepKind::WouldPrune
-        )
-    }
-
-    /// True when the step is an error.
-    pub fn is_error(self) -> bool {
-        matches!(self, StepKind::Failed | StepKind::Interrupted | StepKind::Skipped)
-    }
-}
-
 /// One component's step in a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {

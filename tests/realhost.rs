@@ -195,16 +195,7 @@ fn the_hosting_stack_on_a_real_server() {
     );
     assert_eq!(tree.changed(), ["motd", "nginx", "php-fpm", "mariadb", "redis"]);
     for service in SERVICES {
-        assert_eq!(
-            host.sh(&format!("systemctl is-active {service}")).trim(),
-            "active",
-            "{service}"
-        );
-        assert_eq!(
-            host.sh(&format!("systemctl is-enabled {service}")).trim(),
-            "enabled",
-            "{service}"
-        );
+        host.assert_running(service);
     }
 
     // nginx serves a PHP page through php-fpm.
@@ -397,16 +388,7 @@ fn the_monitoring_stack_on_a_real_server() {
         "prometheus-node-exporter",
         "nginx",
     ] {
-        assert_eq!(
-            host.sh(&format!("systemctl is-active {service}")).trim(),
-            "active",
-            "{service}"
-        );
-        assert_eq!(
-            host.sh(&format!("systemctl is-enabled {service}")).trim(),
-            "enabled",
-            "{service}"
-        );
+        host.assert_running(service);
     }
     eventually("Prometheus ready", 60, || {
         host.ok("curl -sf http://127.0.0.1:9090/-/ready")

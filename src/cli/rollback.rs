@@ -127,8 +127,7 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
         )?),
     };
     let state_dir = daemon.as_ref().map_or(state_dir, |d| d.state_dir.clone());
-    let controller = Controller::read_only_with_audit(state_dir, args.tree.inventory.clone());
-    if !controller.resume(&args.name)? {
+    if !crate::controller::resume(&state_dir, &args.tree.inventory, &args.name)? {
         println!("{} is not pinned", args.name);
         return Ok(ExitCode::SUCCESS);
     }

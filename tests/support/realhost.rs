@@ -100,6 +100,21 @@ impl RealHost {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Asserts that systemd `service` is active and enabled on the server.
+    #[track_caller]
+    pub fn assert_running(&self, service: &str) {
+        assert_eq!(
+            self.sh(&format!("systemctl is-active {service}")).trim(),
+            "active",
+            "{service}"
+        );
+        assert_eq!(
+            self.sh(&format!("systemctl is-enabled {service}")).trim(),
+            "enabled",
+            "{service}"
+        );
+    }
+
     /// True when `command` succeeds on the server.
     pub fn ok(&self, command: &str) -> bool {
         self.run(command).status.success()
