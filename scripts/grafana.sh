@@ -2,8 +2,10 @@
 # chom component: grafana: dashboards for the observability stack (Prometheus, Loki and
 # Alertmanager are provisioned as data sources).
 #
-# Grafana is not in Debian: this script downloads the upstream OSS tarball for the pinned
-# version, checks its SHA-256 with `sha256sum -c` BEFORE anything is installed, and unpacks
+# Grafana is not in Debian: this script downloads the upstream OSS tarball, checks its
+# SHA-256 with `sha256sum -c` BEFORE anything is installed (against the <tarball>.sha256 file
+# published beside it, or the pinned config sha256), records the digest in chom's status
+# (`::chom:: artifact`), and unpacks
 # it as /opt/grafana/<version> (/opt/grafana/current points at the active one). It manages
 # the system user grafana, /etc/grafana/grafana.ini (0640 root:grafana), the data source
 # file /etc/grafana/provisioning/datasources/chom.yaml, /var/lib/grafana, /var/log/grafana
@@ -16,8 +18,7 @@
 # it is set with `grafana cli admin reset-admin-password --password-from-stdin` whenever
 # the secret differs from the file (a change made in the web UI is not detected).
 #
-# Version: CHOM_VERSION, default the pinned PINNED_VERSION below (Grafana >= 10: bin/grafana).
-#   Another version needs config sha256 (published as <tarball URL>.sha256).
+# Version: CHOM_VERSION, default DEFAULT_VERSION below (Grafana >= 10: bin/grafana).
 # Config keys (all optional):
 #   grafana_domain            public name (nginx proxies it); sets domain and root_url
 #   grafana.root_url          default http(s)://<grafana_domain>/ (https if tls_certificate)
@@ -26,7 +27,11 @@
 #   grafana.loki_url          default http://127.0.0.1:3100 ("none" = no data source)
 #   grafana.alertmanager_url  default http://127.0.0.1:9093 ("none" = no data source)
 #   smtp.host, smtp.port (default 587), smtp.username, smtp.from (default grafana@<server>)
-#   sha256                    SHA-256 of the tarball for this server's architecture
+#   sha256                    SHA-256 of the tarball: pins it, and <tarball>.sha256 is not
+#                             fetched (default: verify against the published .sha256)
+#   mirror                    base URL laid out like https://dl.grafana.com/oss/release
+#                             (<mirror>/grafana-<version>.linux-<arch>.tar.gz and its .sha256),
+#                             for fleets without internet access; http:// is allowed here only
 # Secrets: GRAFANA_ADMIN_PASSWORD (strongly advised), SMTP_PASSWORD (optional).
 # Never: deletes /var/lib/grafana (dashboards, users) or the user grafana; installs an
 #   archive whose checksum is unknown or wrong; deletes old releases under /opt/grafana.
@@ -35,14 +40,7 @@
 set -eu
 
 COMPONENT=grafana
-PINNED_VERSION=11.5.2
-# SHA-256 of the pinned release's tarball, one per architecture. Source: the .sha256 file
-# published next to it (https://dl.grafana.com/oss/release/grafana-11.5.2.linux-amd64.tar.gz.sha256,
-# likewise linux-arm64) and the download page https://grafana.com/grafana/download/11.5.2.
-# NOT filled in: this script was written without network access, and a checksum must never
-# be guessed. Until it is filled in (or config sha256 is set), the script refuses to install.
-GRAFANA_SHA256_AMD64=CHECKSUM_UNVERIFIED
-GRAFANA_SHA256_ARM64=CHECKSUM_UNVERIFIED
+DEFAULT_VERSION=11.5.2
 
 # The shared helpers (log, warn, die, ensure_file, ensure_packages, ensure_service, …)
 # come from scripts/lib/helpers.sh, which chom sends ahead of this script.
@@ -50,7 +48,7 @@ GRAFANA_SHA256_ARM64=CHECKSUM_UNVERIFIED
 # scripts/lib/upstream.sh.
 
 start
-VERSION=${CHOM_VERSION:-$PINNED_VERSION}
+VERSION=${CHOM_VERSION:-$DEFAULT_VERSION}
 BASE=/opt/grafana
 HOME_DIR=$BASE/current
 SERVICE=grafana-server
@@ -79,12 +77,8 @@ fi
 
 check_value version "$VERSION" '[0-9]+\.[0-9]+\.[0-9]+'
 ARCH=$(upstream_arch)
-case $ARCH in
-    amd64) PINNED_SHA256=$GRAFANA_SHA256_AMD64 ;;
-    arm64) PINNED_SHA256=$GRAFANA_SHA256_ARM64 ;;
-esac
-URL=https://dl.grafana.com/oss/release/grafana-$VERSION.linux-$ARCH.tar.gz
-resolve_sha256 "$PINNED_SHA256" "$URL"
+release_source https://dl.grafana.com/oss/release
+URL=$SOURCE/grafana-$VERSION.linux-$ARCH.tar.gz
 
 SERVER=${CHOM_SERVER:-$(hostname)}
 URL_RE='https?://[A-Za-z0-9.:-]+(/[A-Za-z0-9._/-]*)?'
@@ -143,6 +137,7 @@ if ! release_installed "$BASE"; then
     else
         need_tools tar gzip sha256sum
         command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 || need_tools curl
+        resolve_sha256 "$URL" "$URL.sha256"
         fetch_verified "$URL" "$SHA256"
         new_stage "$BASE"
         (umask 022 && tar -xzf "$FETCHED" --no-same-owner -C "$STAGE")

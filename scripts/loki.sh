@@ -10,15 +10,18 @@
 # -verify-config` must accept the configuration, or the previous files are restored.
 # Restarts loki only when the binary, the unit or the configuration changed.
 #
-# Version: CHOM_VERSION, default the pinned PINNED_VERSION below. Another version needs
-#   config sha256 (the SHA-256 of loki-linux-<arch>.zip from that release's SHA256SUMS).
+# Version: CHOM_VERSION, default DEFAULT_VERSION below.
 # Config keys (all optional):
 #   loki.retention_days    wins over retention_days; default 15
 #   retention_days         shared with prometheus (the observability Role sets it)
 #   loki.listen_address    HTTP address, default 127.0.0.1 (set 0.0.0.0 to accept pushes
 #                          from other servers; protect port 3100 with a firewall)
 #   loki.http_port         default 3100 (gRPC stays on 127.0.0.1:9096)
-#   sha256                 SHA-256 of the release zip for this server's architecture
+#   sha256                 SHA-256 of loki-linux-<arch>.zip: pins it, and SHA256SUMS is not
+#                          fetched (default: verify against the release's SHA256SUMS)
+#   mirror                 base URL laid out like https://github.com/grafana/loki/releases/download
+#                          (<mirror>/v<version>/loki-linux-<arch>.zip and …/SHA256SUMS), for
+#                          fleets without internet access; http:// is allowed here only
 # Secrets: none.
 # Never: deletes /var/lib/loki (the logs) or the user loki; installs an archive whose
 #   checksum is unknown or wrong; changes schema_config for existing data.
@@ -27,14 +30,7 @@
 set -eu
 
 COMPONENT=loki
-PINNED_VERSION=3.4.2
-# SHA-256 of the pinned release's zip, one per architecture. Source: the SHA256SUMS file of
-# https://github.com/grafana/loki/releases/tag/v3.4.2 (entries loki-linux-amd64.zip and
-# loki-linux-arm64.zip). NOT filled in: this script was written without network access,
-# and a checksum must never be guessed. Until it is filled in (or config sha256 is set),
-# the script refuses to install.
-LOKI_SHA256_AMD64=CHECKSUM_UNVERIFIED
-LOKI_SHA256_ARM64=CHECKSUM_UNVERIFIED
+DEFAULT_VERSION=3.4.2
 
 # The shared helpers (log, warn, die, ensure_file, ensure_packages, ensure_service, …)
 # come from scripts/lib/helpers.sh, which chom sends ahead of this script.
@@ -42,7 +38,7 @@ LOKI_SHA256_ARM64=CHECKSUM_UNVERIFIED
 # scripts/lib/upstream.sh.
 
 start
-VERSION=${CHOM_VERSION:-$PINNED_VERSION}
+VERSION=${CHOM_VERSION:-$DEFAULT_VERSION}
 BASE=/opt/loki
 UNIT=/etc/systemd/system/loki.service
 CONFIG=/etc/loki/config.yml
@@ -67,12 +63,8 @@ fi
 
 check_value version "$VERSION" '[0-9]+\.[0-9]+\.[0-9]+'
 ARCH=$(upstream_arch)
-case $ARCH in
-    amd64) PINNED_SHA256=$LOKI_SHA256_AMD64 ;;
-    arm64) PINNED_SHA256=$LOKI_SHA256_ARM64 ;;
-esac
-URL=https://github.com/grafana/loki/releases/download/v$VERSION/loki-linux-$ARCH.zip
-resolve_sha256 "$PINNED_SHA256" "$URL"
+release_source https://github.com/grafana/loki/releases/download
+URL=$SOURCE/v$VERSION/loki-linux-$ARCH.zip
 
 RETENTION=${CHOM_CFG_LOKI_RETENTION_DAYS:-${CHOM_CFG_RETENTION_DAYS:-15}}
 LISTEN=${CHOM_CFG_LOKI_LISTEN_ADDRESS:-127.0.0.1}
@@ -100,6 +92,7 @@ if ! release_installed "$BASE"; then
     else
         need_tools unzip sha256sum
         command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 || need_tools curl
+        resolve_sha256 "$URL" "$SOURCE/v$VERSION/SHA256SUMS"
         fetch_verified "$URL" "$SHA256"
         (umask 022 && mkdir "$WORKDIR/unpacked" && unzip -q "$FETCHED" -d "$WORKDIR/unpacked")
         [ -f "$WORKDIR/unpacked/loki-linux-$ARCH" ] || die "loki-linux-$ARCH is not in $(basename "$URL")"

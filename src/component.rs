@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::desired::{DesiredComponent, hex};
-use crate::status::ReportedResource;
+use crate::status::{Artifact, ReportedResource};
 
 /// Exit status with which a script in `check` mode says it would change something.
 pub const CHECK_WOULD_CHANGE: u32 = 100;
@@ -223,6 +223,8 @@ pub struct Report {
     pub resources: Vec<ReportedResource>,
     /// `::chom:: warning TEXT` lines.
     pub warnings: Vec<String>,
+    /// `::chom:: artifact SHA256 URL VERIFIED-BY` lines.
+    pub artifacts: Vec<Artifact>,
 }
 
 /// Reads `::chom::` lines; other output is ignored. Unknown verbs are kept as warnings
@@ -249,6 +251,26 @@ pub fn parse_report(stdout: &str) -> Report {
                 }
             }
             "warning" => report.warnings.push(args.trim().to_owned()),
+            "artifact" => {
+                let mut fields = args.trim().splitn(3, char::is_whitespace);
+                match (fields.next(), fields.next(), fields.next()) {
+                    (Some(sha256), Some(url), verified_by)
+                        if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    {
+                        let artifact = Artifact {
+                            url: url.to_owned(),
+                            sha256: sha256.to_ascii_lowercase(),
+                            verified_by: verified_by.unwrap_or("").trim().to_owned(),
+                        };
+                        if !report.artifacts.contains(&artifact) {
+                            report.artifacts.push(artifact);
+                        }
+                    }
+                    _ => report
+                        .warnings
+                        .push(format!("malformed ::chom:: artifact line `{}`", args.trim())),
+                }
+            }
             other => report.warnings.push(format!("unknown ::chom:: line `{other}`")),
         }
     }
@@ -361,6 +383,26 @@ mod tests {
                 "disk almost full".to_owned(),
                 "unknown ::chom:: line `chnaged`".to_owned()
             ]
+        );
+    }
+
+    #[test]
+    fn artifact_lines_keep_the_digest_and_what_vouched_for_it() {
+        let sha = "AB".repeat(32);
+        let r = parse_report(&format!(
+            "::chom:: artifact {sha} https://mirror.test/v1/x.zip published https://mirror.test/v1/SHA256SUMS\n::chom:: artifact nothex https://x\n"
+        ));
+        assert_eq!(
+            r.artifacts,
+            vec![Artifact {
+                url: "https://mirror.test/v1/x.zip".into(),
+                sha256: "ab".repeat(32),
+                verified_by: "published https://mirror.test/v1/SHA256SUMS".into(),
+            }]
+        );
+        assert_eq!(
+            r.warnings,
+            vec!["malformed ::chom:: artifact line `nothex https://x`".to_owned()]
         );
     }
 

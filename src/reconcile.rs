@@ -629,6 +629,7 @@ impl Components<'_, '_, '_> {
                         last_check_result: Some(check_result),
                         applied_script: Some(component::script_sha(&script)),
                         resources: report.resources,
+                        artifacts: report.artifacts,
                         message,
                     }
                 }
@@ -873,6 +874,7 @@ fn skipped(name: &str, why: &str) -> ComponentStatus {
         last_check_result: None,
         applied_script: None,
         resources: Vec::new(),
+        artifacts: Vec::new(),
         message: Some(why.to_owned()),
     }
 }
@@ -965,6 +967,7 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
         last_check_result: None,
         applied_script: None,
         resources: Vec::new(),
+        artifacts: Vec::new(),
         message: Some(message),
     }
 }

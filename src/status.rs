@@ -338,6 +338,10 @@ pub struct ComponentStatus {
     /// Resources the script reported (`::chom:: resource KIND NAME`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ReportedResource>,
+    /// Downloads the script verified and installed (`::chom:: artifact SHA256 URL FROM`),
+    /// so the status says which bytes run on the server and what vouched for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// Redacted explanation: the last stderr lines on failure, or why it was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -382,6 +386,18 @@ pub struct ReportedResource {
     pub kind: String,
     /// Its name.
     pub name: String,
+}
+
+/// A download a component verified before installing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Artifact {
+    /// Where it came from.
+    pub url: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// What the checksum was checked against: `published <checksum URL>` or `config sha256`.
+    pub verified_by: String,
 }
 
 /// The last reconcile pass.

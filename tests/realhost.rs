@@ -368,17 +368,103 @@ fn eventually(what: &str, secs: u32, mut check: impl FnMut() -> bool) {
     panic!("timed out after {secs} s waiting for {what}");
 }
 
+/// The release name of this machine's CPU (the containers share it).
+fn release_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stand-in service: answers every HTTP request on 127.0.0.1:PORT with BODY (perl-base is
+/// in every Debian).
+const FAKE_HTTP: &str = r#"exec perl -MIO::Socket::INET -e 'my ($port, $body) = @ARGV; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $port, Listen => 16, ReuseAddr => 1) or die "listen: $!"; while (my $c = $s->accept) { while (my $l = <$c>) { last if $l =~ /^\r?\n$/ } print $c "HTTP/1.0 200 OK\r\nContent-Length: " . length($body) . "\r\n\r\n$body"; close $c }' "$PORT" "$BODY""#;
+
+/// Release-shaped archives for the `mirror` under `dir`, laid out like the upstream release
+/// sites: Loki's zip per version (with SHA256SUMS as given) and Grafana's tarball with its
+/// `.sha256`. Upstream releases cannot be fetched here, so these stand in for them: each
+/// holds a script that answers HTTP like the real service and names its version.
+/// `loki` lists (version, SHA256SUMS: Some(true) right, Some(false) wrong, None absent).
+/// Returns the SHA-256 of each archive by file name.
+fn build_releases(dir: &Path, loki: &[(&str, Option<bool>)]) -> std::collections::HashMap<String, String> {
+    let arch = release_arch();
+    let mut digests = std::collections::HashMap::new();
+    let work = tempfile::tempdir().unwrap();
+    let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    use std::os::unix::fs::PermissionsExt as _;
+    for (version, sums) in loki {
+        let binary = work.path().join(format!("loki-linux-{arch}"));
+        std::fs::write(
+            &binary,
+            format!(
+                "#!/bin/sh\n# Test stand-in for Loki {version}.\nfor a in \"$@\"; do case $a in -verify-config) exit 0 ;; -config.file=*) CFG=${{a#*=}} ;; esac; done\nPORT=$(sed -n 's/^ *http_listen_port: *//p' \"$CFG\")\nBODY='loki {version} ready'\n{FAKE_HTTP}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let vdir = dir.join(format!("v{version}"));
+        std::fs::create_dir_all(&vdir).unwrap();
+        let zip_name = format!("loki-linux-{arch}.zip");
+        run(Command::new("zip").arg("-qj").arg(vdir.join(&zip_name)).arg(&binary));
+        let digest = sha256_hex(&std::fs::read(vdir.join(&zip_name)).unwrap());
+        if let Some(right) = sums {
+            let listed = if *right { digest.clone() } else { "0".repeat(64) };
+            std::fs::write(
+                vdir.join("SHA256SUMS"),
+                format!("{}  logcli-linux-{arch}.zip\n{listed}  {zip_name}\n", "1".repeat(64)),
+            )
+            .unwrap();
+        }
+        digests.insert(format!("v{version}/{zip_name}"), digest);
+    }
+    let top = work.path().join("grafana-v11.5.2");
+    std::fs::create_dir_all(top.join("bin")).unwrap();
+    std::fs::write(
+        top.join("bin/grafana"),
+        format!(
+            "#!/bin/sh\n# Test stand-in for Grafana 11.5.2.\ncase $1 in\n  cli) cat >/dev/null; exit 0 ;;\n  server) for a in \"$@\"; do case $a in --config=*) INI=${{a#*=}} ;; esac; done ;;\n  *) exit 2 ;;\nesac\nPORT=$(sed -n 's/^http_port = //p' \"$INI\")\nBODY='grafana 11.5.2'\n{FAKE_HTTP}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(top.join("bin/grafana"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tarball = format!("grafana-11.5.2.linux-{arch}.tar.gz");
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(dir.join(&tarball))
+        .arg("-C")
+        .arg(work.path())
+        .arg("grafana-v11.5.2"));
+    let digest = sha256_hex(&std::fs::read(dir.join(&tarball)).unwrap());
+    std::fs::write(dir.join(format!("{tarball}.sha256")), format!("{digest}\n")).unwrap();
+    digests.insert(tarball, digest);
+    digests
+}
+
+fn monitoring_spec(mirror: &str, loki: &str) -> String {
+    format!(
+        "  components:\n    - name: motd\n    - name: node-exporter\n    - name: prometheus\n    - name: alertmanager\n{loki}    - name: grafana\n    - name: nginx\n  config:\n    role: observability\n    retention_days: 15\n    mirror: {mirror}\n    grafana_domain: grafana.test\n    prometheus: {{scrape_interval: 5s}}\n    smtp: {{host: mail.example.test, port: 587, username: alerts, from: am@example.test}}\n    alert_email: ops@example.test\n  secrets: [SMTP_PASSWORD]\n"
+    )
+}
+
 #[test]
 fn the_monitoring_stack_on_a_real_server() {
     let Some(host) = RealHost::up(2) else { return };
     let tree = Tree::new(host, "observability");
     tree.set_secret("SMTP_PASSWORD", SMTP_PASSWORD);
-    // Loki and Grafana come from upstream release archives, which this suite cannot fetch;
-    // the Debian-packaged part of the stack is proven here.
-    tree.server(
-        "root",
-        "  components:\n    - name: motd\n    - name: node-exporter\n    - name: prometheus\n    - name: alertmanager\n    - name: nginx\n  config:\n    role: observability\n    retention_days: 15\n    prometheus: {scrape_interval: 5s}\n    smtp: {host: mail.example.test, port: 587, username: alerts, from: am@example.test}\n    alert_email: ops@example.test\n  secrets: [SMTP_PASSWORD]\n",
+    // Loki and Grafana come from a mirror on the host side of the link, with the
+    // release-shaped archives built above (upstream cannot be reached from here).
+    let releases = tempfile::tempdir().unwrap();
+    let digests = build_releases(
+        releases.path(),
+        &[("3.4.2", Some(true)), ("3.9.0", Some(false)), ("3.9.1", None)],
     );
+    let mirror = realhost::Mirror::serve(&tree.host, releases.path());
+    tree.server("root", &monitoring_spec(&mirror.url, "    - name: loki\n"));
     let host = &tree.host;
     let first = tree.reconcile_ok();
     assert!(!first.contains(SMTP_PASSWORD), "{first}");
@@ -386,6 +472,8 @@ fn the_monitoring_stack_on_a_real_server() {
         "prometheus",
         "prometheus-alertmanager",
         "prometheus-node-exporter",
+        "loki",
+        "grafana-server",
         "nginx",
     ] {
         host.assert_running(service);
@@ -400,6 +488,31 @@ fn the_monitoring_stack_on_a_real_server() {
         host.sh("curl -s http://127.0.0.1:9100/metrics")
             .contains("node_cpu_seconds_total")
     );
+
+    // Loki and Grafana: verified against the checksums published beside the archives, the
+    // digest recorded in status; nginx proxies grafana_domain to Grafana.
+    let arch = release_arch();
+    let loki_zip = format!("v3.4.2/loki-linux-{arch}.zip");
+    let tarball = format!("grafana-11.5.2.linux-{arch}.tar.gz");
+    eventually("Loki answering", 30, || {
+        host.run("curl -sf http://127.0.0.1:3100/ready").stdout == b"loki 3.4.2 ready"
+    });
+    eventually("Grafana through nginx", 30, || {
+        host.run("curl -sf -H 'Host: grafana.test' http://127.0.0.1/").stdout == b"grafana 11.5.2"
+    });
+    let artifact = |component: &str| tree.component(component)["artifacts"][0].clone();
+    assert_eq!(artifact("loki")["sha256"], digests[&loki_zip].as_str());
+    assert_eq!(artifact("loki")["url"], format!("{}/{loki_zip}", mirror.url));
+    assert_eq!(
+        artifact("loki")["verifiedBy"],
+        format!("published {}/v3.4.2/SHA256SUMS", mirror.url)
+    );
+    assert_eq!(artifact("grafana")["sha256"], digests[&tarball].as_str());
+    assert_eq!(
+        artifact("grafana")["verifiedBy"],
+        format!("published {}/{tarball}.sha256", mirror.url)
+    );
+
     // Prometheus scrapes node-exporter, itself and Alertmanager, all up.
     eventually("every scrape target up", 90, || {
         let text = host.sh("curl -s 'http://127.0.0.1:9090/api/v1/query?query=up'");
@@ -430,9 +543,12 @@ fn the_monitoring_stack_on_a_real_server() {
     let written = tree.all_output();
     assert!(!written.contains(SMTP_PASSWORD));
 
-    // Idempotence.
+    // Idempotence, and nothing downloaded again: the installed releases carry their digests.
+    let asked = mirror.requests().len();
     tree.reconcile_ok();
     assert!(tree.changed().is_empty());
+    assert_eq!(mirror.requests()[asked..], [] as [String; 0]);
+    assert_eq!(artifact("loki")["sha256"], digests[&loki_zip].as_str());
     // Drift on a managed config: reverted, and Prometheus still ready.
     let rules = "/etc/prometheus/prometheus.yml";
     let pristine = host.sh(&format!("cat {rules}"));
@@ -442,6 +558,70 @@ fn the_monitoring_stack_on_a_real_server() {
     eventually("Prometheus ready again", 60, || {
         host.ok("curl -sf http://127.0.0.1:9090/-/ready")
     });
+
+    // A checksum that does not match what the release publishes: nothing installed, the old
+    // release still serving, the failure in status.
+    let still_serving = || {
+        assert_eq!(host.sh("readlink /opt/loki/current").trim(), "/opt/loki/3.4.2");
+        eventually("Loki 3.4.2 answering", 30, || {
+            host.run("curl -sf http://127.0.0.1:3100/ready").stdout == b"loki 3.4.2 ready"
+        });
+    };
+    tree.server(
+        "root",
+        &monitoring_spec(&mirror.url, "    - name: loki\n      version: 3.9.0\n"),
+    );
+    let (code, text) = tree.reconcile();
+    assert_ne!(code, 0, "{text}");
+    let loki = tree.component("loki");
+    assert_eq!(loki["state"], "Failed", "{loki}");
+    assert!(
+        loki["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SHA-256 mismatch"),
+        "{loki}"
+    );
+    assert!(!host.ok("test -e /opt/loki/3.9.0"));
+    still_serving();
+
+    // No published checksum: refused, nothing installed.
+    tree.server(
+        "root",
+        &monitoring_spec(&mirror.url, "    - name: loki\n      version: 3.9.1\n"),
+    );
+    let (code, text) = tree.reconcile();
+    assert_ne!(code, 0, "{text}");
+    let loki = tree.component("loki");
+    assert!(
+        loki["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot fetch the published checksum"),
+        "{loki}"
+    );
+    assert!(!host.ok("test -e /opt/loki/3.9.1"));
+    still_serving();
+
+    // A pinned checksum: installed without asking for SHA256SUMS; exactly Loki re-applied.
+    let pinned = &digests[&format!("v3.9.1/loki-linux-{arch}.zip")];
+    tree.server(
+        "root",
+        &monitoring_spec(
+            &mirror.url,
+            &format!("    - name: loki\n      version: 3.9.1\n      config: {{sha256: {pinned}}}\n"),
+        ),
+    );
+    let asked = mirror.requests().len();
+    tree.reconcile_ok();
+    assert_eq!(mirror.requests()[asked..], [format!("/v3.9.1/loki-linux-{arch}.zip")]);
+    assert_eq!(tree.changed(), ["loki"]);
+    assert_eq!(host.sh("readlink /opt/loki/current").trim(), "/opt/loki/3.9.1");
+    eventually("Loki 3.9.1 answering", 30, || {
+        host.run("curl -sf http://127.0.0.1:3100/ready").stdout == b"loki 3.9.1 ready"
+    });
+    assert_eq!(artifact("loki")["verifiedBy"], "config sha256");
+    assert_eq!(artifact("loki")["sha256"], pinned.as_str());
 }
 
 #[test]

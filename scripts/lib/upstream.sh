@@ -14,24 +14,48 @@ upstream_arch() {
         *) die "unsupported CPU architecture $(uname -m): the pinned releases exist for amd64 and arm64 here" ;;
     esac
 }
-# resolve_sha256 PINNED_SUM URL: sets SHA256 to the checksum the download must have.
-# The pinned version uses the checksum pinned in this script (or config sha256, which must
-# agree with it); any other version requires config sha256.
+# release_source UPSTREAM_BASE: sets SOURCE, the base URL releases come from: config mirror
+# (an internal artifact store laid out like UPSTREAM_BASE below it) or UPSTREAM_BASE.
+release_source() {
+    SOURCE=${CHOM_CFG_MIRROR:-$1}
+    SOURCE=${SOURCE%/}
+    check_value mirror "$SOURCE" 'https?://[A-Za-z0-9.:@_-]+(/[A-Za-z0-9._~%/+-]*)?'
+}
+# resolve_sha256 URL SUMS_URL: sets SHA256, the checksum the download must have, and
+# SHA256_FROM, where it came from. config sha256 pins it (nothing is fetched); otherwise the
+# checksum file the release publishes is fetched from SUMS_URL: a SHA256SUMS list (the line
+# for URL's file name) or a file holding just that file's checksum. An unreachable or
+# incomplete checksum file fails the component; nothing is installed without a checksum.
 resolve_sha256() {
-    _cfg=${CHOM_CFG_SHA256:-}
-    if [ "$VERSION" != "$PINNED_VERSION" ]; then
-        [ -n "$_cfg" ] || die "version $VERSION is not the pinned $PINNED_VERSION: set config sha256 to the SHA-256 of $2 (published with the release)"
-        SHA256=$_cfg
-    elif [ -n "$_cfg" ]; then
-        if [ "$1" != CHECKSUM_UNVERIFIED ] && [ "$_cfg" != "$1" ]; then
-            die "config sha256 differs from the checksum pinned in this script for $VERSION: refusing"
-        fi
-        SHA256=$_cfg
+    if [ -n "${CHOM_CFG_SHA256:-}" ]; then
+        SHA256=$CHOM_CFG_SHA256
+        SHA256_FROM="config sha256"
     else
-        [ "$1" != CHECKSUM_UNVERIFIED ] || die "no verified checksum for $2: copy its SHA-256 from the release page into this script (the CHECKSUM_UNVERIFIED value) or set config sha256; refusing to install unverified software"
-        SHA256=$1
+        _sums="$WORKDIR/published-sha256"
+        download "$2" "$_sums" ||
+            die "cannot fetch the published checksum $2: nothing installed (check the network or config mirror, or pin config sha256)"
+        _file=$(basename "$1")
+        SHA256=$(awk -v f="$_file" '
+            NF == 1 && length($1) == 64 { one = $1 }
+            NF >= 2 { n = $2; sub(/^\*/, "", n); if (n == f) { print $1; found = 1; exit } }
+            END { if (!found && one != "" && NR == 1) print one }' "$_sums")
+        [ -n "$SHA256" ] || die "$2 lists no checksum for $_file: nothing installed (pin config sha256 if the release publishes it elsewhere)"
+        SHA256_FROM="published $2"
     fi
+    SHA256=$(printf '%s' "$SHA256" | tr 'A-F' 'a-f')
     check_value sha256 "$SHA256" '[0-9a-f]{64}'
+}
+# download URL FILE: fetch URL into FILE. HTTPS only, except from a plain-HTTP config mirror.
+download() {
+    _proto='=https'
+    case $1 in http://*) _proto='=http,https' ;; esac
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL --proto "$_proto" --proto-redir "$_proto" --retry 3 --connect-timeout 30 -o "$2" "$1"
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -O "$2" "$1"
+    else
+        die "neither curl nor wget is installed"
+    fi
 }
 # need_tools TOOL...: commands the install needs; on apt systems the packages are installed.
 need_tools() {
@@ -59,17 +83,13 @@ need_tools() {
 fetch_verified() {
     FETCHED="$WORKDIR/$(basename "$1")"
     log "downloading $1"
-    if command -v curl >/dev/null 2>&1; then
-        curl -fsSL --proto '=https' --proto-redir '=https' --retry 3 --connect-timeout 30 \
-            -o "$FETCHED" "$1" || die "download failed: $1"
-    elif command -v wget >/dev/null 2>&1; then
-        wget -q -O "$FETCHED" "$1" || die "download failed: $1"
-    else
-        die "neither curl nor wget is installed"
-    fi
+    case $1 in
+        http://*) warn "$1 comes over plain HTTP: its checksum is only as trustworthy as that network unless config sha256 pins it" ;;
+    esac
+    download "$1" "$FETCHED" || die "download failed: $1: nothing installed"
     printf '%s  %s\n' "$2" "$(basename "$FETCHED")" >"$WORKDIR/SHA256SUMS"
     (cd "$WORKDIR" && sha256sum -c SHA256SUMS) >&2 ||
-        die "SHA-256 mismatch for $1: refusing to install it"
+        die "SHA-256 mismatch for $1 (expected $2, from $SHA256_FROM): refusing to install it"
 }
 # ensure_system_user NAME HOME: a locked system user and group of the same name.
 ensure_system_user() {
@@ -99,17 +119,29 @@ ensure_system_user() {
     log "created system user $1"
     changed
 }
-# release_installed BASE: BASE/<VERSION> holds the release that was verified against SHA256.
+# release_installed BASE: BASE/<VERSION> holds a release verified when it was installed (and,
+# with config sha256, verified against that value). Sets SHA256 and SHA256_FROM from it and
+# reports the artifact, so the status keeps the digest without fetching anything.
 release_installed() {
-    [ -f "$1/$VERSION/.chom-sha256" ] && [ "$(cat "$1/$VERSION/.chom-sha256")" = "$SHA256" ]
+    _mark="$1/$VERSION/.chom-sha256"
+    [ -f "$_mark" ] || return 1
+    _have=$(sed -n 1p "$_mark")
+    if [ -n "${CHOM_CFG_SHA256:-}" ] && [ "$_have" != "$(printf '%s' "$CHOM_CFG_SHA256" | tr 'A-F' 'a-f')" ]; then
+        return 1
+    fi
+    SHA256=$_have
+    SHA256_FROM=$(sed -n 2p "$_mark")
+    artifact "$URL"
 }
+# artifact URL: report the verified download to chom (kept in the component's status).
+artifact() { printf '::chom:: artifact %s %s %s\n' "$SHA256" "$1" "${SHA256_FROM:-unknown}"; }
 # new_stage BASE: STAGE = a private temp dir inside BASE (same filesystem, so the final
 # move is a rename; removed on exit).
 new_stage() { STAGE=$(mktemp -d "$1/.chom-stage.XXXXXX"); }
 # commit_release BASE DIR: DIR (inside STAGE) becomes BASE/<VERSION>, marked with SHA256. An
 # existing BASE/<VERSION> without that mark is set aside as BASE/<VERSION>.chom-bak.<timestamp>.
 commit_release() {
-    printf '%s\n' "$SHA256" >"$2/.chom-sha256"
+    printf '%s\n%s\n' "$SHA256" "$SHA256_FROM" >"$2/.chom-sha256"
     chmod 0644 "$2/.chom-sha256"
     chown -R root:root "$2"
     chmod 0755 "$2"
@@ -119,6 +151,7 @@ commit_release() {
     fi
     mv "$2" "$1/$VERSION"
     log "installed $1/$VERSION"
+    artifact "$URL"
     changed
 }
 # ensure_symlink TARGET LINK

@@ -208,6 +208,7 @@ mod tests {
             last_check_result: Some(CheckResult::InSync),
             applied_script: None,
             resources: Vec::new(),
+            artifacts: Vec::new(),
             message: None,
         }
     }

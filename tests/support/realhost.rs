@@ -129,3 +129,95 @@ impl Drop for RealHost {
             .status();
     }
 }
+
+/// A plain-HTTP artifact store on the host side of server `k`'s link (10.253.K.1), serving
+/// the files under `dir`: the `config.mirror` of air-gapped fleets, with release-shaped
+/// archives the test builds. Records every path asked for; stops when dropped.
+pub struct Mirror {
+    /// `http://10.253.K.1:PORT`.
+    pub url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Mirror {
+    /// Serves `dir` to server `host`.
+    pub fn serve(host: &RealHost, dir: &Path) -> Mirror {
+        use std::sync::atomic::Ordering;
+        let listener =
+            std::net::TcpListener::bind((format!("10.253.{}.1", host.k).as_str(), 0)).expect("bind the mirror");
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, log, flag) = (dir.to_path_buf(), requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = serve_one(stream, &dir, &log);
+                }
+            }
+        });
+        Mirror {
+            url: format!("http://{addr}"),
+            requests,
+            stop,
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every path asked for so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(mut stream: std::net::TcpStream, dir: &Path, log: &std::sync::Mutex<Vec<String>>) -> std::io::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    // The headers, bounded.
+    for _ in 0..100 {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+    }
+    log.lock().unwrap().push(path.clone());
+    let file = path
+        .trim_start_matches('/')
+        .split('/')
+        .all(|part| !part.is_empty() && part != "." && part != "..")
+        .then(|| dir.join(path.trim_start_matches('/')))
+        .and_then(|p| std::fs::read(p).ok());
+    match file {
+        Some(body) => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            stream.write_all(&body)
+        }
+        None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
