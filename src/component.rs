@@ -81,10 +81,41 @@ pub struct Run<'a> {
     pub secrets: Option<&'a crate::secrets::Resolved>,
 }
 
+/// The server-wide script lock: every component run holds it while its script runs, so two
+/// runs never overlap on one server, whoever started them, whatever happened to the control
+/// host that did (a script left running after a crash or a kill -9 still holds it until it
+/// ends or its deadline kills it). The sh that reads the stdin holds `flock` on fd 9 and runs
+/// the script in a subshell with fd 9 closed, so a process the script leaves in the
+/// background never holds the lock. `@WAIT@` is how long to wait for it. The server may
+/// move the lock with `CHOM_SCRIPT_LOCK` in the login environment (sshd's `SetEnv`).
+const SCRIPT_LOCK: &str = r#"if command -v flock >/dev/null 2>&1; then
+    chom_lock=${CHOM_SCRIPT_LOCK:-/run/lock/chom.lock}
+    [ -n "${CHOM_SCRIPT_LOCK:-}" ] || { [ -d /run/lock ] && [ -w /run/lock ]; } || chom_lock=/tmp/chom.lock
+    if true >>"$chom_lock" 2>/dev/null; then
+        exec 9>>"$chom_lock"
+        if ! flock -w @WAIT@ 9; then
+            echo "chom: another chom run has held this server's script lock ($chom_lock) for over @WAIT@ s, so this script did not run; the next pass retries (after a control-host crash or restart, a script the old run left behind holds it until it ends or its deadline kills it)" >&2
+            exit 75
+        fi
+    else
+        echo "::chom:: warning cannot open the script lock $chom_lock: runs of chom on this server are not kept apart"
+    fi
+else
+    echo "::chom:: warning flock(1) is missing (util-linux or BusyBox provides it): runs of chom on this server are not kept apart"
+fi
+"#;
+
+/// The longest a run waits for the server's script lock: the lesser of 30 s and half its
+/// deadline.
+fn lock_wait(timeout: std::time::Duration) -> u64 {
+    (timeout.as_secs() / 2).clamp(1, 30)
+}
+
 /// The bytes sent to `sh -s`: the environment, then the script wrapped in a function
-/// that runs with stdin from /dev/null. The shell thus reads the whole script before
-/// running any of it, so a command that reads stdin cannot swallow the rest, and a
-/// transfer cut short is a syntax error that runs nothing.
+/// that runs with stdin from /dev/null, under the server's script lock ([`SCRIPT_LOCK`]).
+/// The shell thus reads the whole script before running any of it, so a command that reads
+/// stdin cannot swallow the rest, and a transfer cut short is a syntax error that runs
+/// nothing. The script's bytes are sent exactly as they are, whatever their encoding.
 pub fn stdin_for(run: Run<'_>, script: &[u8]) -> Vec<u8> {
     let c = run.component;
     let mut env = vec![
@@ -106,18 +137,23 @@ pub fn stdin_for(run: Run<'_>, script: &[u8]) -> Vec<u8> {
                 .map(|(name, s)| (name.clone(), s.value.expose().to_owned())),
         );
     }
-    let mut out = String::from("chom_component() {\n");
-    let body = String::from_utf8_lossy(script);
-    out.push_str(&body);
-    if !body.ends_with('\n') {
-        out.push('\n');
+    let mut out = b"chom_component() {\n".to_vec();
+    out.extend_from_slice(script);
+    if !script.ends_with(b"\n") {
+        out.push(b'\n');
     }
-    out.push_str("}\n");
+    out.extend_from_slice(b"}\n");
     for (key, value) in &env {
-        out.push_str(&format!("{key}={}; export {key}\n", shell_quote(value)));
+        out.extend_from_slice(format!("{key}={}; export {key}\n", shell_quote(value)).as_bytes());
     }
-    out.push_str("chom_component </dev/null\n");
-    out.into_bytes()
+    let wait = lock_wait(if c.timeout.is_zero() {
+        crate::desired::DEFAULT_COMPONENT_TIMEOUT
+    } else {
+        c.timeout
+    });
+    out.extend_from_slice(SCRIPT_LOCK.replace("@WAIT@", &wait.to_string()).as_bytes());
+    out.extend_from_slice(b"(exec 9>&-; chom_component) </dev/null\n");
+    out
 }
 
 /// The applied digest: script bytes, version, merged config and the versions of the
@@ -225,12 +261,16 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// `::chom:: artifact SHA256 URL VERIFIED-BY` lines.
     pub artifacts: Vec<Artifact>,
+    /// Resources past [`RESOURCES_MAX`], counted and not listed.
+    pub resources_not_listed: u64,
 }
 
 /// Reads `::chom::` lines; other output is ignored. Unknown verbs are kept as warnings
 /// so a typo in a script is visible instead of silently dropped.
 pub fn parse_report(stdout: &str) -> Report {
     let mut report = Report::default();
+    let mut warnings = Vec::new();
+    let mut artifacts_dropped = 0u64;
     for line in stdout.lines() {
         let Some(rest) = line.trim_start().strip_prefix("::chom::") else {
             continue;
@@ -242,15 +282,18 @@ pub fn parse_report(stdout: &str) -> Report {
             "resource" => {
                 if let Some((kind, name)) = args.trim().split_once(char::is_whitespace) {
                     let resource = ReportedResource {
-                        kind: kind.to_owned(),
-                        name: name.trim().to_owned(),
+                        kind: head(kind, FIELD_MAX),
+                        name: head(name.trim(), FIELD_MAX),
                     };
-                    if !report.resources.contains(&resource) {
+                    if report.resources.contains(&resource) {
+                    } else if report.resources.len() < RESOURCES_MAX {
                         report.resources.push(resource);
+                    } else {
+                        report.resources_not_listed += 1;
                     }
                 }
             }
-            "warning" => report.warnings.push(args.trim().to_owned()),
+            "warning" => warnings.push(head(args.trim(), FIELD_MAX)),
             "artifact" => {
                 let mut fields = args.trim().splitn(3, char::is_whitespace);
                 match (fields.next(), fields.next(), fields.next()) {
@@ -258,29 +301,83 @@ pub fn parse_report(stdout: &str) -> Report {
                         if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) =>
                     {
                         let artifact = Artifact {
-                            url: url.to_owned(),
+                            url: head(url, FIELD_MAX),
                             sha256: sha256.to_ascii_lowercase(),
-                            verified_by: verified_by.unwrap_or("").trim().to_owned(),
+                            verified_by: head(verified_by.unwrap_or("").trim(), FIELD_MAX),
                         };
-                        if !report.artifacts.contains(&artifact) {
+                        if report.artifacts.contains(&artifact) {
+                        } else if report.artifacts.len() < REPORTED_MAX {
                             report.artifacts.push(artifact);
+                        } else {
+                            artifacts_dropped += 1;
                         }
                     }
-                    _ => report
-                        .warnings
-                        .push(format!("malformed ::chom:: artifact line `{}`", args.trim())),
+                    _ => warnings.push(format!(
+                        "malformed ::chom:: artifact line `{}`",
+                        head(args.trim(), FIELD_MAX)
+                    )),
                 }
             }
-            other => report.warnings.push(format!("unknown ::chom:: line `{other}`")),
+            other => warnings.push(format!("unknown ::chom:: line `{}`", head(other, FIELD_MAX))),
         }
+    }
+    let dropped = warnings.len().saturating_sub(REPORTED_MAX);
+    warnings.truncate(REPORTED_MAX);
+    report.warnings = warnings;
+    if dropped > 0 {
+        report.warnings.push(format!("{dropped} more warnings not kept"));
+    }
+    if artifacts_dropped > 0 {
+        report
+            .warnings
+            .push(format!("{artifacts_dropped} more artifacts not kept"));
     }
     report
 }
 
-/// The last `n` lines of text, for failure messages in status.
+/// The most of a script's output a message in status keeps: its last 8 KiB.
+pub const MESSAGE_MAX: usize = 8 * 1024;
+
+/// The most resources a component's status lists; the rest are counted.
+pub const RESOURCES_MAX: usize = 100;
+
+/// The most warnings and artifacts a run reports; the rest are counted in a warning.
+const REPORTED_MAX: usize = 20;
+
+/// The longest name, URL or warning kept from one `::chom::` line.
+const FIELD_MAX: usize = 1024;
+
+/// The last `n` lines of text, at most [`MESSAGE_MAX`] bytes of them (the end), for failure
+/// messages in status.
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    tail(&lines[lines.len().saturating_sub(n)..].join("\n"), MESSAGE_MAX)
+}
+
+/// The end of `text`, at most `max` bytes, cut at a character boundary, after `…` when
+/// something was cut.
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut at = text.len() - max;
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    format!("…{}", &text[at..])
+}
+
+/// The start of `text`, at most `max` bytes, cut at a character boundary, before `…` when
+/// something was cut.
+pub fn head(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}…", &text[..at])
 }
 
 #[cfg(test)]
@@ -404,6 +501,32 @@ mod tests {
             r.warnings,
             vec!["malformed ::chom:: artifact line `nothex https://x`".to_owned()]
         );
+    }
+
+    #[test]
+    fn reports_are_capped_and_say_what_they_left_out() {
+        let mut stdout = String::new();
+        for i in 0..20_002 {
+            stdout.push_str(&format!("::chom:: resource file /srv/{i}\n"));
+        }
+        for i in 0..30 {
+            stdout.push_str(&format!("::chom:: warning w{i} {}\n", "y".repeat(5000)));
+        }
+        let r = parse_report(&stdout);
+        assert_eq!(r.resources.len(), RESOURCES_MAX);
+        assert_eq!(r.resources_not_listed, 20_002 - RESOURCES_MAX as u64);
+        assert_eq!(r.warnings.len(), REPORTED_MAX + 1);
+        assert!(r.warnings.iter().all(|w| w.len() <= FIELD_MAX + '…'.len_utf8()));
+        assert_eq!(r.warnings[REPORTED_MAX], "10 more warnings not kept");
+    }
+
+    #[test]
+    fn messages_keep_the_last_lines_and_at_most_their_last_8_kib() {
+        let text = format!("{}\nthe real error é\n", "z".repeat(100_000));
+        let m = last_lines(&text, 20);
+        assert!(m.len() <= MESSAGE_MAX + '…'.len_utf8());
+        assert!(m.ends_with("the real error é"));
+        assert_eq!(tail("aé", 1), "…"); // never cuts inside a character
     }
 
     #[test]

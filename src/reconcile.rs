@@ -630,6 +630,7 @@ impl Components<'_, '_, '_> {
                         applied_script: Some(component::script_sha(&script)),
                         resources: report.resources,
                         artifacts: report.artifacts,
+                        resources_not_listed: report.resources_not_listed,
                         message,
                     }
                 }
@@ -875,6 +876,7 @@ fn skipped(name: &str, why: &str) -> ComponentStatus {
         applied_script: None,
         resources: Vec::new(),
         artifacts: Vec::new(),
+        resources_not_listed: 0,
         message: Some(why.to_owned()),
     }
 }
@@ -968,6 +970,7 @@ fn failed(name: &str, applied_digest: Option<String>, message: String, elapsed: 
         applied_script: None,
         resources: Vec::new(),
         artifacts: Vec::new(),
+        resources_not_listed: 0,
         message: Some(message),
     }
 }

@@ -246,12 +246,63 @@ pub fn read(path: &std::path::Path) -> Option<ServerStatus> {
     serde_saphyr::from_str(&text).ok()
 }
 
-/// The exact bytes of a status file.
+/// The largest status file chom means to write. Messages and lists are capped where they
+/// are made (a message keeps the last 8 KiB of stderr, a component lists 100 resources); a
+/// status still larger (many components, each at its caps) is shrunk as it is written:
+/// messages to their ends, lists to their starts, with counts of what was left out.
+pub const STATUS_MAX: usize = 256 * 1024;
+
+/// The exact bytes of a status file: `status`, shrunk to fit [`STATUS_MAX`] when needed.
 pub fn render(status: &ServerStatus) -> Result<String, serde_saphyr::SerializeError> {
+    let full = render_exact(status)?;
+    if full.len() <= STATUS_MAX {
+        return Ok(full);
+    }
+    let mut text = full;
+    for (message, list) in [(2048, 16), (256, 0)] {
+        let mut small = status.clone();
+        shrink(&mut small.status, message, list);
+        text = render_exact(&small)?;
+        if text.len() <= STATUS_MAX {
+            break;
+        }
+    }
+    Ok(text)
+}
+
+fn render_exact(status: &ServerStatus) -> Result<String, serde_saphyr::SerializeError> {
     let body = serde_saphyr::to_string(status)?;
     Ok(format!(
         "# Written by chom; do not edit. Schema: https://chom.dev/schemas/status.schema.json\n{body}"
     ))
+}
+
+/// Cuts every message to its last `message` bytes and every list to its first `list` entries.
+fn shrink(status: &mut ObservedStatus, message: usize, list: usize) {
+    use crate::component::tail;
+    for c in &mut status.conditions {
+        c.message = tail(&c.message, message);
+    }
+    for c in &mut status.components {
+        c.message = c.message.as_deref().map(|m| tail(m, message));
+        if c.resources.len() > list {
+            c.resources_not_listed += (c.resources.len() - list) as u64;
+            c.resources.truncate(list);
+        }
+        c.artifacts.truncate(list.max(1));
+    }
+    if status.spec_errors.len() > list.max(1) {
+        let more = status.spec_errors.len() - list.max(1);
+        status.spec_errors.truncate(list.max(1));
+        status.spec_errors.push(format!("… {more} more (run `chom validate`)"));
+    }
+    for e in &mut status.spec_errors {
+        *e = tail(e, message);
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Writes `status` to `path` only when its bytes differ from what is there, so an idle
@@ -338,6 +389,9 @@ pub struct ComponentStatus {
     /// Resources the script reported (`::chom:: resource KIND NAME`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ReportedResource>,
+    /// Resources the script reported past the most a status lists (100), counted only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resources_not_listed: u64,
     /// Downloads the script verified and installed (`::chom:: artifact SHA256 URL FROM`),
     /// so the status says which bytes run on the server and what vouched for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -443,6 +497,41 @@ mod tests {
                 ..ObservedStatus::default()
             },
         }
+    }
+
+    #[test]
+    fn a_status_at_every_cap_is_written_under_the_limit_keeping_the_ends_of_messages() {
+        let mut status = sample(1);
+        for i in 0..40 {
+            status.status.components.push(ComponentStatus {
+                name: format!("c{i}"),
+                state: ComponentState::Failed,
+                applied_digest: None,
+                changed: false,
+                duration_ms: None,
+                last_applied_at: None,
+                last_check_time: None,
+                last_check_result: None,
+                applied_script: None,
+                resources: (0..100)
+                    .map(|r| ReportedResource {
+                        kind: "file".into(),
+                        name: format!("/srv/{r}/{}", "x".repeat(400)),
+                    })
+                    .collect(),
+                resources_not_listed: 7,
+                artifacts: Vec::new(),
+                message: Some(format!("{}the real error {i}", "noise ".repeat(1400))),
+            });
+        }
+        assert!(render_exact(&status).unwrap().len() > STATUS_MAX);
+        let text = render(&status).unwrap();
+        assert!(text.len() <= STATUS_MAX, "{} bytes", text.len());
+        let back: ServerStatus = serde_saphyr::from_str(&text).unwrap();
+        let last = &back.status.components[39];
+        assert!(last.message.as_deref().unwrap().ends_with("the real error 39"));
+        assert!(last.resources.len() < 100);
+        assert_eq!(last.resources.len() as u64 + last.resources_not_listed, 107);
     }
 
     #[test]

@@ -879,3 +879,78 @@ fn a_second_ctrl_c_kills_the_remote_scripts_and_records_them_as_interrupted() {
     let message = component(&s, "slow")["message"].as_str().unwrap_or_default().to_owned();
     assert!(message.contains("interrupted"), "{message}");
 }
+
+#[test]
+fn scripts_arrive_byte_for_byte_and_status_keeps_the_end_of_long_output() {
+    let fleet = Fleet::new();
+    let out = fleet.out("latin1");
+    // A Latin-1 é (0xE9), which is not UTF-8.
+    let mut latin1 = format!(
+        "printf '%s' 'caf\u{1}' > '{}'\necho '::chom:: changed'\n",
+        out.display()
+    )
+    .into_bytes();
+    let at = latin1.iter().position(|&b| b == 1).unwrap();
+    latin1[at] = 0xE9;
+    std::fs::write(fleet.dir.path().join("scripts/latin1.sh"), &latin1).unwrap();
+    std::fs::write(
+        fleet.dir.path().join("scripts/many.sh"),
+        "i=0; while [ $i -lt 20002 ]; do echo \"::chom:: resource file /srv/$i\"; i=$((i + 1)); done\n",
+    )
+    .unwrap();
+    // 3 MB of stderr, then the line that says what went wrong.
+    std::fs::write(
+        fleet.dir.path().join("scripts/noisy.sh"),
+        "i=0; while [ $i -lt 30000 ]; do printf '%0100d\\n' $i >&2; i=$((i + 1)); done\necho 'the real error: disk full' >&2\nexit 3\n",
+    )
+    .unwrap();
+    fleet.server(
+        "web-1",
+        "  components:\n    - name: latin1\n    - name: many\n    - name: noisy\n",
+    );
+    let run = fleet.reconcile(&[]);
+    assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), b"caf\xe9");
+    let status = fleet.status("web-1");
+    let many = component(&status, "many");
+    assert_eq!(many["resources"].as_array().unwrap().len(), 100);
+    assert_eq!(many["resourcesNotListed"], 20_002 - 100);
+    let noisy = component(&status, "noisy");
+    let message = noisy["message"].as_str().unwrap();
+    assert!(message.ends_with("the real error: disk full"), "{message}");
+    assert!(message.len() < 9 * 1024, "{} bytes", message.len());
+    let size = std::fs::metadata(fleet.dir.path().join("inventory.d/web-1.status.yaml"))
+        .unwrap()
+        .len();
+    assert!(size < 256 * 1024, "{size} bytes");
+}
+
+#[test]
+fn a_script_left_running_by_a_killed_run_never_runs_twice_at_once() {
+    let fleet = Fleet::new();
+    let log = fleet.dir.path().join("overlap.log");
+    std::fs::write(
+        fleet.dir.path().join("scripts/slow.sh"),
+        format!(
+            "echo \"start $$\" >> '{log}'\nsleep 5\necho \"end $$\" >> '{log}'\necho '::chom:: changed'\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    fleet.server("web-1", "  components:\n    - name: slow\n      timeout: 60s\n");
+    // The first run dies (kill -9) while its script runs on the server, which goes on.
+    let (mut first, _) = spawn_reconcile(&fleet, &[]);
+    wait_file(&log, std::time::Duration::from_secs(30));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The next run waits for the server's script lock instead of starting a second copy.
+    let second = fleet.reconcile(&[]);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(lines, ["start", "end", "start", "end"], "the two runs overlapped");
+    assert_eq!(component(&fleet.status("web-1"), "slow")["state"], "Applied");
+}

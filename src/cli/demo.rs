@@ -182,6 +182,14 @@ fn start_sshd(dir: &Path, host_key: &Path) -> anyhow::Result<(Sshd, u16)> {
             dir.join("sshd.pid").display(),
             dir.join("authorized_keys").display()
         ));
+        // The three demo servers are one machine: each address gets a script lock of its
+        // own, as three real servers would have.
+        for a in ADDRESSES {
+            config.push_str(&format!(
+                "Match LocalAddress {a}\n    SetEnv CHOM_SCRIPT_LOCK={}\n",
+                dir.join(format!("script-{a}.lock")).display()
+            ));
+        }
         let config_path = dir.join("sshd_config");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;

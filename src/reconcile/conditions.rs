@@ -209,6 +209,7 @@ mod tests {
             applied_script: None,
             resources: Vec::new(),
             artifacts: Vec::new(),
+            resources_not_listed: 0,
             message: None,
         }
     }

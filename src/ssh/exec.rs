@@ -46,7 +46,7 @@ pub enum Exit {
 pub struct ExecOutput {
     /// Captured stdout, at most `output_cap` bytes.
     pub stdout: Vec<u8>,
-    /// Captured stderr, at most `output_cap` bytes.
+    /// Captured stderr, its last `output_cap` bytes.
     pub stderr: Vec<u8>,
     /// True when stdout went past the cap and the rest was dropped.
     pub stdout_truncated: bool,
@@ -73,9 +73,15 @@ impl ExecOutput {
         with_truncation_marker(&self.stdout, self.stdout_dropped)
     }
 
-    /// stderr as text (lossy UTF-8) with a truncation marker when bytes were dropped.
+    /// stderr as text (lossy UTF-8): its last `output_cap` bytes, after a marker saying how
+    /// many came before them when bytes were dropped.
     pub fn stderr_text(&self) -> String {
-        with_truncation_marker(&self.stderr, self.stderr_dropped)
+        let text = String::from_utf8_lossy(&self.stderr);
+        if self.stderr_dropped > 0 {
+            format!("[{} earlier bytes dropped]…{text}", self.stderr_dropped)
+        } else {
+            text.into_owned()
+        }
     }
 }
 
@@ -131,6 +137,22 @@ pub(super) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Single-quotes bytes for POSIX sh, byte for byte: whatever their encoding, they reach the
+/// shell unchanged.
+pub(super) fn shell_quote_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'\'');
+    for &b in bytes {
+        if b == b'\'' {
+            out.extend_from_slice(br"'\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
 /// True when `sudo -n` refused because it would need a password (or a terminal to ask for one).
 pub(crate) fn sudo_wants_password(exit: &Exit, stderr: &[u8]) -> bool {
     if *exit != Exit::Status(1) {
@@ -142,27 +164,61 @@ pub(crate) fn sudo_wants_password(exit: &Exit, stderr: &[u8]) -> bool {
     })
 }
 
-/// Output buffer that keeps the first `cap` bytes and counts the rest.
+/// Output buffer that keeps the first `cap` bytes (stdout, where `::chom::` lines are read) or
+/// the last `cap` bytes (stderr, whose end says why a script failed), and counts the rest.
 pub(super) struct Capped {
-    pub(super) bytes: Vec<u8>,
+    bytes: Vec<u8>,
     cap: usize,
-    pub(super) dropped: u64,
+    keep_tail: bool,
+    dropped: u64,
 }
 
 impl Capped {
+    /// Keeps the head.
     pub(super) fn new(cap: usize) -> Capped {
         Capped {
             bytes: Vec::new(),
             cap,
+            keep_tail: false,
             dropped: 0,
         }
     }
 
+    /// Keeps the tail.
+    pub(super) fn tail(cap: usize) -> Capped {
+        Capped {
+            keep_tail: true,
+            ..Capped::new(cap)
+        }
+    }
+
     pub(super) fn push(&mut self, data: &[u8]) {
+        if self.keep_tail {
+            self.bytes.extend_from_slice(data);
+            // Trimmed in batches: at most twice the cap is held, and each byte moves once.
+            if self.bytes.len() > self.cap.saturating_mul(2).max(64 * 1024) {
+                self.trim();
+            }
+            return;
+        }
         let room = self.cap.saturating_sub(self.bytes.len());
         let (keep, rest) = data.split_at(room.min(data.len()));
         self.bytes.extend_from_slice(keep);
         self.dropped += rest.len() as u64;
+    }
+
+    fn trim(&mut self) {
+        let cut = self.bytes.len().saturating_sub(self.cap);
+        if cut > 0 {
+            self.bytes.drain(..cut);
+            self.dropped += cut as u64;
+        }
+    }
+
+    /// The kept bytes and how many were dropped; leaves the buffer empty.
+    pub(super) fn take(&mut self) -> (Vec<u8>, u64) {
+        self.trim();
+        (std::mem::take(&mut self.bytes), self.dropped)
     }
 }
 
@@ -271,7 +327,7 @@ pub(crate) async fn run(handle: &Handle<Checker>, job: Job<'_>) -> Result<ExecOu
     };
 
     let mut stdout = Capped::new(cap);
-    let mut stderr = Capped::new(cap);
+    let mut stderr = Capped::tail(cap);
     let mut exit: Option<Exit> = None;
     let mut confirmed = false;
     loop {
@@ -307,13 +363,15 @@ pub(crate) async fn run(handle: &Handle<Checker>, job: Job<'_>) -> Result<ExecOu
     }
     // The command is done; a still-running feeder only means it did not read all of stdin.
     feeder.abort();
+    let (stdout, stdout_dropped) = stdout.take();
+    let (stderr, stderr_dropped) = stderr.take();
     Ok(ExecOutput {
-        stdout_truncated: stdout.dropped > 0,
-        stderr_truncated: stderr.dropped > 0,
-        stdout_dropped: stdout.dropped,
-        stderr_dropped: stderr.dropped,
-        stdout: stdout.bytes,
-        stderr: stderr.bytes,
+        stdout_truncated: stdout_dropped > 0,
+        stderr_truncated: stderr_dropped > 0,
+        stdout_dropped,
+        stderr_dropped,
+        stdout,
+        stderr,
         exit: exit.unwrap_or(Exit::Closed),
         duration: started.elapsed(),
     })
@@ -463,8 +521,18 @@ mod tests {
         c.push(b"abc");
         c.push(b"defg");
         c.push(b"hij");
-        assert_eq!(c.bytes, b"abcde");
-        assert_eq!(c.dropped, 5);
+        assert_eq!(c.take(), (b"abcde".to_vec(), 5));
+    }
+
+    #[test]
+    fn capped_tail_keeps_the_last_bytes_however_much_came() {
+        let mut c = Capped::tail(5);
+        for _ in 0..100_000 {
+            c.push(b"0123456789");
+        }
+        c.push(b"the end");
+        assert_eq!(c.take(), (b"e end".to_vec(), 1_000_002));
+        assert!(c.bytes.capacity() < 1024 * 1024, "held at most twice the batch");
     }
 
     #[test]

@@ -28,7 +28,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::error::SshError;
-use super::exec::{self, Capped, ExecOutput, Exit, Job, Stop, bounded, kill, shell_quote, signal_text, wait_close};
+use super::exec::{
+    self, Capped, ExecOutput, Exit, Job, Stop, bounded, kill, shell_quote_bytes, signal_text, wait_close,
+};
 use super::host_key::Checker;
 use super::pool::Lease;
 use tokio_util::sync::CancellationToken;
@@ -141,9 +143,9 @@ impl Shell {
     pub async fn run(&mut self, script: &[u8], deadline: Duration) -> Result<ExecOutput, SshError> {
         let started = Instant::now();
         let until = (started + deadline).min(self.until);
-        let mut head = Framed::new(self.marker(STEP), self.cap);
-        let mut out = Framed::new(self.marker(DONE), self.cap);
-        let mut err = Framed::new(self.marker(DONE), self.cap);
+        let mut head = Framed::new(self.marker(STEP), Capped::new(self.cap));
+        let mut out = Framed::new(self.marker(DONE), Capped::new(self.cap));
+        let mut err = Framed::new(self.marker(DONE), Capped::tail(self.cap));
         if self.ended {
             return Ok(output(out, err, Exit::Closed, started));
         }
@@ -267,18 +269,21 @@ impl Shell {
         format!("\n{word} {}", self.nonce).into_bytes()
     }
 
-    /// The text sent for one step (see the module documentation).
+    /// The bytes sent for one step (see the module documentation): the script's own bytes,
+    /// quoted, never re-encoded.
     fn frame(&self, script: &[u8]) -> Vec<u8> {
-        // Scripts reach here as text already (component stdin and the probe are UTF-8).
-        let script = shell_quote(&String::from_utf8_lossy(script));
         let nonce = &self.nonce;
-        format!(
-            "printf '\\n{STEP} %s %s\\n' {nonce} \"$$\"\n\
-             ( eval {script}\n) </dev/null\n\
-             printf '\\n{DONE} %s %s\\n' {nonce} \"$?\"\n\
-             printf '\\n{DONE} %s\\n' {nonce} >&2\n"
-        )
-        .into_bytes()
+        let mut out = format!("printf '\\n{STEP} %s %s\\n' {nonce} \"$$\"\n( eval ").into_bytes();
+        out.extend_from_slice(&shell_quote_bytes(script));
+        out.extend_from_slice(
+            format!(
+                "\n) </dev/null\n\
+                 printf '\\n{DONE} %s %s\\n' {nonce} \"$?\"\n\
+                 printf '\\n{DONE} %s\\n' {nonce} >&2\n"
+            )
+            .as_bytes(),
+        );
+        out
     }
 }
 
@@ -316,11 +321,11 @@ struct Framed {
 }
 
 impl Framed {
-    fn new(marker: Vec<u8>, cap: usize) -> Framed {
+    fn new(marker: Vec<u8>, kept: Capped) -> Framed {
         Framed {
             marker,
             pending: Vec::new(),
-            kept: Capped::new(cap),
+            kept,
             tail: None,
             rest: Vec::new(),
         }
@@ -364,7 +369,7 @@ impl Framed {
             let pending = std::mem::take(&mut self.pending);
             self.kept.push(&pending);
         }
-        (std::mem::take(&mut self.kept.bytes), std::mem::take(&mut self.rest))
+        (self.kept.take().0, std::mem::take(&mut self.rest))
     }
 
     /// The step's output and the bytes dropped past the cap.
@@ -373,7 +378,7 @@ impl Framed {
             let pending = std::mem::take(&mut self.pending);
             self.kept.push(&pending);
         }
-        (self.kept.bytes, self.kept.dropped)
+        self.kept.take()
     }
 }
 
@@ -386,7 +391,7 @@ mod tests {
     use super::*;
 
     fn framed(chunks: &[&[u8]], cap: usize) -> Framed {
-        let mut f = Framed::new(b"\n@@chom:done abc".to_vec(), cap);
+        let mut f = Framed::new(b"\n@@chom:done abc".to_vec(), Capped::new(cap));
         for chunk in chunks {
             f.push(chunk);
         }

@@ -199,6 +199,16 @@ fn config_text(dir: &Path, host_key: &Path, port: u16, addresses: &[Ipv4Addr], g
         pid = dir.join(format!("sshd.{group}.pid")).display(),
         keys = dir.join("authorized_keys").display(),
     ));
+    // Every test server on this machine is a server of its own: each address gets its own
+    // script lock (chom's scripts take `$CHOM_SCRIPT_LOCK`, default /run/lock/chom.lock),
+    // so tests running at once never wait for each other's scripts.
+    text.push_str(&format!("SetEnv CHOM_SCRIPT_LOCK={}/script.lock\n", dir.display()));
+    for addr in addresses {
+        text.push_str(&format!(
+            "Match LocalAddress {addr}\n    SetEnv CHOM_SCRIPT_LOCK={}/script-{addr}.lock\n",
+            dir.display()
+        ));
+    }
     text
 }
 
