@@ -306,6 +306,18 @@ fn the_daemon_under_systemd_on_a_control_host() {
     );
 
     // Reload: SIGHUP, a full resync with every component checked now; same process.
+    let transitions = |c: &Control| -> Vec<(String, String)> {
+        c.status().unwrap()["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["type"].to_string(), c["lastTransitionTime"].to_string()))
+            .collect()
+    };
+    let before_reload = transitions(&control);
+    let last_pass = |c: &Control| c.status().unwrap()["status"]["lastReconcile"].clone();
+    let pass_before_reload = last_pass(&control);
+    std::thread::sleep(Duration::from_secs(1));
     let before = control.logs().len();
     control.host.sh("systemctl reload chom");
     eventually("a check pass after the reload", 60, || {
@@ -329,6 +341,14 @@ fn the_daemon_under_systemd_on_a_control_host() {
         (main_pid.as_str(), "0")
     );
     assert_eq!(control.condition("Ready")["status"], "True");
+    eventually("the resync's status written", 10, || {
+        last_pass(&control) != pass_before_reload
+    });
+    assert_eq!(
+        transitions(&control),
+        before_reload,
+        "no condition changed, so none moved"
+    );
 
     // The secret is nowhere: not in either journal, the status, or the state directory.
     let journal = control.host.sh("journalctl -o cat --no-pager");
