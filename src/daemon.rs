@@ -429,7 +429,7 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
         let doc = shared
             .store()
             .servers
-            .get(name)
+            .get_mut(name)
             .map(|t| (t.entry.status_path(), t.document()));
         if let Some((path, doc)) = doc {
             if !doc.status.spec_errors.is_empty() {

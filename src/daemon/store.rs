@@ -47,10 +47,11 @@ impl Tracked {
 }
 
 impl Tracked {
-    /// The status document to write.
-    pub fn document(&self) -> ServerStatus {
-        let mut observed = self.observed.clone();
-        observed.spec_errors.clone_from(&self.spec_errors);
+    /// The status document to write. `SpecValid` is kept in the observed status too, so
+    /// its `lastTransitionTime` moves only when the file's validity does (the next pass
+    /// starts from the observed status; built on a copy, every write stamped it anew).
+    pub fn document(&mut self) -> ServerStatus {
+        let observed = &mut self.observed;
         let now = Timestamp::now();
         if self.spec_errors.is_empty() {
             observed.set_condition(
@@ -75,6 +76,8 @@ impl Tracked {
                 now,
             );
         }
+        let mut observed = self.observed.clone();
+        observed.spec_errors.clone_from(&self.spec_errors);
         status::document(&self.desired.name, self.generation, &self.hash, observed)
     }
 }

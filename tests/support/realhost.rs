@@ -1,7 +1,9 @@
 //! Real Debian 12 servers for the end-to-end suite: `tests/realhost/up.sh K` boots one in a
 //! systemd-nspawn container (systemd as PID 1, OpenSSH, apt through a proxy) in its own
-//! network namespace at 10.253.K.2; dropping the handle runs `down.sh K`, which stops it by
-//! PID. Tests that need one call [`RealHost::up`]; set `CHOM_SKIP_REALHOST=1` to skip them
+//! network namespace at 10.253.K.2, and `up.sh K J` a further one in that namespace at
+//! 10.253.K.J, which the first can reach; dropping the handle runs `down.sh K [J]`, which
+//! stops it by PID (the namespace goes with the last server in it). Tests that need one call
+//! [`RealHost::up`] (and [`RealHost::up_beside`]); set `CHOM_SKIP_REALHOST=1` to skip them
 //! on a machine that cannot boot containers (the skip is printed, never silent).
 
 #![allow(dead_code)]
@@ -11,14 +13,21 @@ use std::process::{Command, Output, Stdio};
 
 /// One booted server.
 pub struct RealHost {
-    /// Its number (10.253.K.2).
+    /// Its namespace's number (10.253.K.J).
     pub k: u32,
+    /// Its address in that namespace (2 for the namespace's first server).
+    pub j: u32,
+    /// Its hostname.
+    pub name: String,
     /// Its address.
     pub addr: String,
     /// The root login key.
     pub key: PathBuf,
     /// A known_hosts file with its host key.
     pub known_hosts: PathBuf,
+    /// Its root filesystem on this machine (the container runs on it directly, so files
+    /// written here appear inside).
+    pub root: PathBuf,
 }
 
 fn script(name: &str) -> PathBuf {
@@ -28,23 +37,46 @@ fn script(name: &str) -> PathBuf {
 impl RealHost {
     /// Boots server `k`, or returns `None` (saying so) when `CHOM_SKIP_REALHOST` is set.
     pub fn up(k: u32) -> Option<RealHost> {
+        Self::boot(k, 2)
+    }
+
+    /// Boots a further server in server `k`'s network namespace, at 10.253.K.J (`j` in
+    /// 3..254), where it and the other servers of `k` reach each other; `None` as for
+    /// [`RealHost::up`].
+    pub fn up_beside(k: u32, j: u32) -> Option<RealHost> {
+        assert!(
+            (3..=254).contains(&j),
+            "j is 3..254 (2 is the namespace's first server)"
+        );
+        Self::boot(k, j)
+    }
+
+    fn args(k: u32, j: u32) -> Vec<String> {
+        if j == 2 {
+            vec![k.to_string()]
+        } else {
+            vec![k.to_string(), j.to_string()]
+        }
+    }
+
+    fn boot(k: u32, j: u32) -> Option<RealHost> {
         if std::env::var_os("CHOM_SKIP_REALHOST").is_some() {
             eprintln!("SKIPPED: CHOM_SKIP_REALHOST is set; this real-server test did not run");
             return None;
         }
         // A leftover from an interrupted run of this same test.
         let _ = Command::new(script("down.sh"))
-            .arg(k.to_string())
+            .args(Self::args(k, j))
             .stderr(Stdio::null())
             .status();
         let out = Command::new(script("up.sh"))
-            .arg(k.to_string())
+            .args(Self::args(k, j))
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/realhost/up.sh");
         assert!(
             out.status.success(),
-            "tests/realhost/up.sh {k} failed (needs root and systemd-nspawn; CHOM_SKIP_REALHOST=1 skips)"
+            "tests/realhost/up.sh {k} {j} failed (needs root and systemd-nspawn; CHOM_SKIP_REALHOST=1 skips)"
         );
         let env_file = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let env = std::fs::read_to_string(&env_file).expect("read the server's env file");
@@ -56,9 +88,12 @@ impl RealHost {
         };
         Some(RealHost {
             k,
+            j,
+            name: get("NAME"),
             addr: get("ADDR"),
             key: PathBuf::from(get("KEY")),
             known_hosts: PathBuf::from(get("KNOWN_HOSTS")),
+            root: PathBuf::from(get("ROOT")),
         })
     }
 
@@ -124,7 +159,7 @@ impl RealHost {
 impl Drop for RealHost {
     fn drop(&mut self) {
         let _ = Command::new(script("down.sh"))
-            .arg(self.k.to_string())
+            .args(Self::args(self.k, self.j))
             .stderr(Stdio::null())
             .status();
     }
