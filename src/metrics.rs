@@ -3,8 +3,8 @@
 //! (`reconcile_total{result}`, `reconcile_time_seconds`, `workqueue_depth`, …) under a
 //! `chom_` prefix. It only counts and serves; it decides nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +31,10 @@ pub struct Metrics {
     server_cpu: Family<Labels, Gauge>,
     server_memory: Family<Labels, Gauge>,
     server_disk: Family<Labels, Gauge>,
+    status_write_failures: Counter,
+    status_writes_pending: Gauge,
+    /// The last status write error, for `/readyz` while writes are pending.
+    status_write_error: Mutex<String>,
     ready: AtomicBool,
 }
 
@@ -117,6 +121,18 @@ impl Metrics {
             "Detected root disk (GB) per server",
             server_disk.clone(),
         );
+        let status_write_failures = Counter::default();
+        registry.register(
+            "status_write_failures",
+            "Status file writes that failed (each retry counts)",
+            status_write_failures.clone(),
+        );
+        let status_writes_pending = Gauge::default();
+        registry.register(
+            "status_writes_pending",
+            "Status files whose latest content could not be written yet",
+            status_writes_pending.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -129,6 +145,9 @@ impl Metrics {
             server_cpu,
             server_memory,
             server_disk,
+            status_write_failures,
+            status_writes_pending,
+            status_write_error: Mutex::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -158,6 +177,40 @@ impl Metrics {
     /// Marks the daemon ready (after its first full listing) for `/readyz`.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts one failed status write and keeps its error for `/readyz`.
+    pub fn status_write_failed(&self, error: &str) {
+        self.status_write_failures.inc();
+        error.clone_into(&mut self.status_write_error.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// How many status files wait for a successful write; `/readyz` fails while any do.
+    pub fn set_status_writes_pending(&self, pending: usize) {
+        self.status_writes_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// `/readyz`: ready after the first full listing, and while every status file holds
+    /// the latest status; otherwise why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err("the first listing is not done yet".to_owned());
+        }
+        match self.status_writes_pending.get() {
+            0 => Ok(()),
+            pending => {
+                let error = self
+                    .status_write_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                Err(format!(
+                    "{pending} status file{} could not be written (retrying); last error: {error}",
+                    if pending == 1 { "" } else { "s" }
+                ))
+            }
+        }
     }
 
     /// The exposition text for a scrape, after refreshing the gauges from `snapshot`.
@@ -215,12 +268,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, snapshot: Arc<d
                     metrics.render(&snapshot()),
                 ),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if metrics.ready.load(Ordering::SeqCst) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "the first listing is not done yet\n".to_owned(),
-                ),
+                "/readyz" => match metrics.readiness() {
+                    Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+                },
                 _ => (
                     "404 Not Found",
                     "text/plain",

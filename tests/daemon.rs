@@ -41,6 +41,26 @@ impl Daemon {
         counts
     }
 
+    /// The address `/metrics` is served on, as the daemon logged it (waited for, bounded).
+    fn metrics_addr(&self) -> String {
+        let find = || {
+            self.log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| {
+                    v["message"] == "serving /metrics, /healthz and /readyz"
+                        || v["fields"]["message"] == "serving /metrics, /healthz and /readyz"
+                })
+                .and_then(|v| v["addr"].as_str().or(v["fields"]["addr"].as_str()).map(str::to_owned))
+        };
+        let mut addr = None;
+        wait_for("the metrics address in the log", self, || {
+            addr = find();
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -288,16 +308,7 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     assert!(daemon.log().contains("server removed from the inventory"));
 
     // Metrics are served on the address the daemon logged.
-    let addr = daemon
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| {
-            v["message"] == "serving /metrics, /healthz and /readyz"
-                || v["fields"]["message"] == "serving /metrics, /healthz and /readyz"
-        })
-        .and_then(|v| v["addr"].as_str().or(v["fields"]["addr"].as_str()).map(str::to_owned))
-        .expect("the metrics address is logged");
+    let addr = daemon.metrics_addr();
     let metrics = http_get(&addr, "/metrics");
     assert!(
         metrics.contains("chom_reconcile_total{result=\"success\"}"),
@@ -751,5 +762,147 @@ fn plan_reconcile_and_the_daemon_give_the_same_verdict_on_a_drifted_fleet() {
         line("fix-1").split_whitespace().nth(5),
         Some("False"),
         "DRIFTED: {text}"
+    );
+}
+
+/// The value of an unlabelled metric in an exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// A status write that fails is reported by `/readyz` and the metrics, and the status file
+/// is caught up within seconds once the folder is writable again: no new pass, no edit.
+fn a_failed_status_write_is_retried(
+    break_writes: impl FnOnce(&Fleet),
+    trigger: impl FnOnce(&Fleet),
+    restore: impl FnOnce(&Fleet),
+) {
+    let fleet = Fleet::new();
+    fleet.write_file_server("web-1", "one");
+    let mut daemon = fleet.daemon(&[]);
+    wait_ready(&fleet, &daemon, "web-1");
+    let addr = daemon.metrics_addr();
+    assert!(http_get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
+    let before = std::fs::read_to_string(fleet.status_path("web-1")).unwrap();
+
+    let passes = daemon.reconciles().get("web-1").copied().unwrap_or(0);
+    break_writes(&fleet);
+    trigger(&fleet);
+    wait_for("the pass and /readyz reporting the unwritten status", &daemon, || {
+        daemon.reconciles().get("web-1").copied().unwrap_or(0) > passes
+            && http_get(&addr, "/readyz").starts_with("HTTP/1.1 503")
+    });
+    let readyz = http_get(&addr, "/readyz");
+    assert!(
+        readyz.contains("1 status file could not be written") && readyz.contains("web-1.status.yaml"),
+        "{readyz}"
+    );
+    let metrics = http_get(&addr, "/metrics");
+    assert_eq!(metric(&metrics, "chom_status_writes_pending"), Some(1.0), "{metrics}");
+    assert!(
+        metric(&metrics, "chom_status_write_failures_total").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    let passes = daemon.reconciles().get("web-1").copied();
+
+    restore(&fleet);
+    let restored = Instant::now();
+    wait_for("the status file to be caught up", &daemon, || {
+        std::fs::read_to_string(fleet.status_path("web-1")).is_ok_and(|now| now != before)
+    });
+    let took = restored.elapsed();
+    eprintln!("status caught up {took:?} after the folder became writable");
+    assert!(took < Duration::from_secs(10), "caught up only after {took:?}");
+    let s = fleet.status("web-1").unwrap();
+    assert_eq!(condition(&s, "Ready")["status"], "True", "{s}");
+    assert_eq!(
+        daemon.reconciles().get("web-1").copied(),
+        passes,
+        "no new pass was needed"
+    );
+    wait_for("/readyz to recover", &daemon, || {
+        http_get(&addr, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    let metrics = http_get(&addr, "/metrics");
+    assert_eq!(metric(&metrics, "chom_status_writes_pending"), Some(0.0), "{metrics}");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    no_temp_files(&fleet.inventory());
+}
+
+#[test]
+fn a_status_file_that_cannot_be_replaced_is_retried_and_caught_up() {
+    // A directory where the status file goes makes the atomic rename fail (EISDIR), for
+    // root too, which ignores permission bits.
+    a_failed_status_write_is_retried(
+        |fleet| {
+            std::fs::remove_file(fleet.status_path("web-1")).unwrap();
+            std::fs::create_dir(fleet.status_path("web-1")).unwrap();
+        },
+        |fleet| fleet.write_file_server("web-1", "two"),
+        |fleet| std::fs::remove_dir(fleet.status_path("web-1")).unwrap(),
+    );
+}
+
+/// A read-only bind mount, undone on drop.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> Option<Self> {
+        let run = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !run(&["--bind"]) {
+            return None;
+        }
+        let mount = Self(dir.to_owned());
+        run(&["-o", "remount,bind,ro"]).then_some(mount)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_inventory_folder_is_retried_and_caught_up() {
+    let scratch = tempfile::tempdir().unwrap();
+    if !running_as_root() || ReadOnlyMount::new(scratch.path()).is_none() {
+        eprintln!("skipped: a read-only bind mount needs root (the directory variant runs instead)");
+        return;
+    }
+    let mount = std::cell::RefCell::new(None);
+    a_failed_status_write_is_retried(
+        |fleet| {
+            *mount.borrow_mut() = Some(ReadOnlyMount::new(&fleet.inventory()).expect("bind mount"));
+            let probe = std::fs::write(fleet.inventory().join(".probe"), "x").unwrap_err();
+            assert_eq!(probe.raw_os_error(), Some(30), "EROFS: {probe}");
+        },
+        // The inventory cannot be edited now: `chom reconcile` is handed to the daemon.
+        |fleet| {
+            let kh = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+            let handed = chom(fleet, &["reconcile", "web-1", "--known-hosts", &kh]);
+            assert!(
+                !handed.status.success(),
+                "an unwritten status is not a success: {}",
+                String::from_utf8_lossy(&handed.stdout)
+            );
+        },
+        |_| drop(mount.borrow_mut().take()),
     );
 }
