@@ -245,48 +245,90 @@ impl Metrics {
     }
 }
 
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long one connection may take, from accept to the answer written (an idle or slow
+/// client is closed then).
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The first pause after a failed accept (out of file descriptors, say); it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+const ACCEPT_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is
 /// dropped. `snapshot` is called once per scrape. Plain HTTP/1.1, one request per
 /// connection: Prometheus and health checkers need nothing more, and it keeps a web
-/// framework out of the dependency tree.
+/// framework out of the dependency tree. At most [`MAX_CONNECTIONS`] are served at once,
+/// each for at most [`CONNECTION_TIMEOUT`]; a failed accept (EMFILE while idle connections
+/// hold every descriptor) pauses the loop, 10 ms doubling to 1 s, instead of retrying at
+/// once: the pending connection keeps the listener readable, so it would spin.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    let mut failing = false;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if failing {
+                    tracing::info!("metrics connections are accepted again");
+                    failing = false;
+                }
+                backoff = ACCEPT_BACKOFF_FIRST;
+                stream
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot accept metrics connections; pausing between attempts");
+                    failing = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed now, so idle clients cannot take every descriptor.
+            drop(stream);
             continue;
         };
         let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
-            let Ok(Ok(n)) = read else { return };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(&snapshot()),
-                ),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" => match metrics.readiness() {
-                    Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                    Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
-                },
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics, /healthz or /readyz\n".to_owned(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &metrics, &*snapshot)).await;
         });
     }
+}
+
+/// Reads one request and writes its answer.
+async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics, snapshot: &(dyn Fn() -> Snapshot + Send + Sync)) {
+    let mut buf = vec![0u8; 4096];
+    let Ok(n) = stream.read(&mut buf).await else { return };
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(&snapshot()),
+        ),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+            Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+        },
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n".to_owned(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
@@ -342,6 +384,35 @@ mod tests {
         metrics.set_ready();
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/metrics").await.contains("chom_workqueue_depth 0"));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_served_again_once_others_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), Arc::new(Snapshot::default)));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server accept them all.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+        over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), over.read_to_string(&mut out)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed unanswered: {read:?} {out:?}"
+        );
+        drop(idle);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         server.abort();
     }
 }

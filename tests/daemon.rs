@@ -906,3 +906,66 @@ fn a_read_only_inventory_folder_is_retried_and_caught_up() {
         |_| drop(mount.borrow_mut().take()),
     );
 }
+
+/// CPU time (user + system) a process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after it.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// One HTTP GET, bounded in time; `None` when nothing answered.
+fn http_get_within(addr: &str, path: &str, limit: Duration) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, limit).ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn idle_connections_beyond_the_descriptor_limit_do_not_make_the_metrics_listener_spin() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let fleet = Fleet::new();
+    let mut daemon = fleet.daemon(&[]);
+    let addr = daemon.metrics_addr();
+    let pid = daemon.child.id();
+    // Lower the running daemon's descriptor limit, then hold more idle connections than it.
+    let limited = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let idle: Vec<std::net::TcpStream> = (0..150).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let tick = 100.0; // USER_HZ, the unit of /proc/PID/stat's times on Linux
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (cpu_ticks(pid) - before) as f64 / tick;
+    eprintln!("daemon CPU over 3 s with 150 idle connections and 64 descriptors: {used:.2} s");
+    assert!(used < 0.5, "the daemon used {used:.2} s of CPU in 3 s");
+
+    drop(idle);
+    let closed = Instant::now();
+    let mut answer = None;
+    wait_for("/metrics to answer again", &daemon, || {
+        answer = http_get_within(&addr, "/metrics", Duration::from_secs(5));
+        answer.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    eprintln!(
+        "/metrics answered {:?} after the idle connections closed",
+        closed.elapsed()
+    );
+    assert!(answer.unwrap().contains("chom_workqueue_depth"));
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
