@@ -4,6 +4,7 @@
 
 pub mod handoff;
 mod store;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,7 @@ use crate::ssh::Transport;
 use crate::status::{self, ConditionStatus, ObservedStatus, Timestamp, reasons, types};
 use crate::watch::{WatchConfig, WatchPaths, Watcher};
 use store::{Changes, Store};
+use writes::StatusWrites;
 
 /// Settings of one daemon.
 #[derive(Debug, Clone)]
@@ -99,6 +101,7 @@ struct Shared {
     controller: Controller,
     store: Arc<Mutex<Store>>,
     queue: Queue<String>,
+    writes: Arc<StatusWrites>,
 }
 
 type Waiter = tokio::sync::mpsc::UnboundedSender<handoff::ServerResult>;
@@ -156,16 +159,18 @@ impl Shared {
     }
 }
 
-/// The daemon's statuses: kept in the store, then written to the files.
+/// The daemon's statuses: kept in the store, then written to the files (retried until
+/// they are, see [`writes`]).
 struct StoreStatuses {
     store: Arc<Mutex<Store>>,
+    writes: Arc<StatusWrites>,
 }
 
 impl StatusSink for StoreStatuses {
     /// Stores the new observed status unless the server changed or vanished meanwhile (a
     /// newer pass is queued then), and writes the status file.
     fn save(&self, seen: &crate::controller::Server, observed: ObservedStatus) -> std::io::Result<()> {
-        let doc = {
+        let (path, source) = {
             let mut store = lock_store(&self.store);
             let Some(current) = store.servers.get_mut(seen.name()) else {
                 return Ok(());
@@ -178,10 +183,21 @@ impl StatusSink for StoreStatuses {
             } else {
                 current.observed = observed;
             }
-            (current.entry.status_path(), current.document())
+            (current.entry.status_path(), current.entry.path.clone())
         };
-        status::write_if_changed(&doc.0, &doc.1).map(|_| ())
+        self.writes
+            .write(&path, &source, || tracked_document(&self.store, seen.name(), &path))
+            .map(|_| ())
     }
+}
+
+/// The status document of a tracked server, if it is still tracked with that status path.
+fn tracked_document(store: &Mutex<Store>, name: &str, path: &Path) -> Option<status::ServerStatus> {
+    lock_store(store)
+        .servers
+        .get_mut(name)
+        .filter(|t| t.entry.status_path() == path)
+        .map(store::Tracked::document)
 }
 
 /// The daemon's work queue as the controller's scheduler.
@@ -256,10 +272,14 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     };
     let store = Arc::new(Mutex::new(Store::default()));
     let queue = Queue::new(config.queue.clone());
+    let writes = Arc::new(StatusWrites::new(metrics.clone()));
     let controller = Controller::new(ctx, config.state_dir.clone(), config.layout.inventory.clone())
         .with_audit(audit)
         .with_metrics(metrics.clone())
-        .with_statuses(Arc::new(StoreStatuses { store: store.clone() }))
+        .with_statuses(Arc::new(StoreStatuses {
+            store: store.clone(),
+            writes: writes.clone(),
+        }))
         .with_scheduler(Arc::new(QueueScheduler { queue: queue.clone() }));
     let shared = Arc::new(Shared {
         waiters: Mutex::default(),
@@ -268,7 +288,9 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         config: config.clone(),
         controller,
         store,
+        writes: writes.clone(),
     });
+    let retry_task = tokio::spawn(writes.clone().run());
     let paths = WatchPaths {
         inventory: config.layout.inventory.clone(),
         scripts: config.layout.scripts.clone(),
@@ -381,6 +403,9 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
             while workers.join_next().await.is_some() {}
         }
     }
+    retry_task.abort();
+    let writes = shared.writes.clone();
+    let _ = tokio::task::spawn_blocking(move || writes.flush()).await;
     // Requests still waiting get their answer stream closed.
     shared.waiters().clear();
     let _ = std::fs::remove_file(&socket);
@@ -419,6 +444,7 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
         let target = crate::detect::target_for(&t.entry, &shared.config.base);
         shared.controller.ctx.transport.disconnect(&target).await;
         let path = t.entry.status_path();
+        shared.writes.forget(&path);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -426,16 +452,18 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
         }
     }
     for name in &changes.validity {
-        let doc = shared
+        let found = shared
             .store()
             .servers
-            .get_mut(name)
-            .map(|t| (t.entry.status_path(), t.document()));
-        if let Some((path, doc)) = doc {
-            if !doc.status.spec_errors.is_empty() {
+            .get(name)
+            .map(|t| (t.entry.status_path(), t.entry.path.clone(), !t.spec_errors.is_empty()));
+        if let Some((path, source, invalid)) = found {
+            if invalid {
                 warn!(server = %name, "the server's file no longer validates; its last valid state stays in force");
             }
-            write_status(&path, &doc);
+            write_status(&shared.writes, &path, &source, || {
+                tracked_document(&shared.store, name, &path)
+            });
         }
     }
     for (file, name, errors) in changes.never_valid {
@@ -452,7 +480,9 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
             0,
             Timestamp::now(),
         );
-        write_status(&path, &status::document(&name, 0, "", observed));
+        write_status(&shared.writes, &path, &file, || {
+            Some(status::document(&name, 0, "", observed))
+        });
     }
     for name in changes.changed {
         shared.queue.add(name);
@@ -460,11 +490,11 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn write_status(path: &Path, doc: &status::ServerStatus) {
-    match status::write_if_changed(path, doc) {
+fn write_status(writes: &StatusWrites, path: &Path, source: &Path, doc: impl FnOnce() -> Option<status::ServerStatus>) {
+    match writes.write(path, source, doc) {
         Ok(true) => tracing::debug!(file = %path.display(), "status written"),
         Ok(false) => {}
-        Err(e) => error!(file = %path.display(), error = %e, "cannot write the status file"),
+        Err(e) => error!(file = %path.display(), error = %e, "cannot write the status file; it is retried"),
     }
 }
 

@@ -3,8 +3,8 @@
 //! (`reconcile_total{result}`, `reconcile_time_seconds`, `workqueue_depth`, …) under a
 //! `chom_` prefix. It only counts and serves; it decides nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +31,10 @@ pub struct Metrics {
     server_cpu: Family<Labels, Gauge>,
     server_memory: Family<Labels, Gauge>,
     server_disk: Family<Labels, Gauge>,
+    status_write_failures: Counter,
+    status_writes_pending: Gauge,
+    /// The last status write error, for `/readyz` while writes are pending.
+    status_write_error: Mutex<String>,
     ready: AtomicBool,
 }
 
@@ -117,6 +121,18 @@ impl Metrics {
             "Detected root disk (GB) per server",
             server_disk.clone(),
         );
+        let status_write_failures = Counter::default();
+        registry.register(
+            "status_write_failures",
+            "Status file writes that failed (each retry counts)",
+            status_write_failures.clone(),
+        );
+        let status_writes_pending = Gauge::default();
+        registry.register(
+            "status_writes_pending",
+            "Status files whose latest content could not be written yet",
+            status_writes_pending.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -129,6 +145,9 @@ impl Metrics {
             server_cpu,
             server_memory,
             server_disk,
+            status_write_failures,
+            status_writes_pending,
+            status_write_error: Mutex::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -158,6 +177,40 @@ impl Metrics {
     /// Marks the daemon ready (after its first full listing) for `/readyz`.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts one failed status write and keeps its error for `/readyz`.
+    pub fn status_write_failed(&self, error: &str) {
+        self.status_write_failures.inc();
+        error.clone_into(&mut self.status_write_error.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// How many status files wait for a successful write; `/readyz` fails while any do.
+    pub fn set_status_writes_pending(&self, pending: usize) {
+        self.status_writes_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// `/readyz`: ready after the first full listing, and while every status file holds
+    /// the latest status; otherwise why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err("the first listing is not done yet".to_owned());
+        }
+        match self.status_writes_pending.get() {
+            0 => Ok(()),
+            pending => {
+                let error = self
+                    .status_write_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                Err(format!(
+                    "{pending} status file{} could not be written (retrying); last error: {error}",
+                    if pending == 1 { "" } else { "s" }
+                ))
+            }
+        }
     }
 
     /// The exposition text for a scrape, after refreshing the gauges from `snapshot`.
@@ -192,50 +245,90 @@ impl Metrics {
     }
 }
 
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long one connection may take, from accept to the answer written (an idle or slow
+/// client is closed then).
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The first pause after a failed accept (out of file descriptors, say); it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+const ACCEPT_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is
 /// dropped. `snapshot` is called once per scrape. Plain HTTP/1.1, one request per
 /// connection: Prometheus and health checkers need nothing more, and it keeps a web
-/// framework out of the dependency tree.
+/// framework out of the dependency tree. At most [`MAX_CONNECTIONS`] are served at once,
+/// each for at most [`CONNECTION_TIMEOUT`]; a failed accept (EMFILE while idle connections
+/// hold every descriptor) pauses the loop, 10 ms doubling to 1 s, instead of retrying at
+/// once: the pending connection keeps the listener readable, so it would spin.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    let mut failing = false;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if failing {
+                    tracing::info!("metrics connections are accepted again");
+                    failing = false;
+                }
+                backoff = ACCEPT_BACKOFF_FIRST;
+                stream
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot accept metrics connections; pausing between attempts");
+                    failing = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed now, so idle clients cannot take every descriptor.
+            drop(stream);
             continue;
         };
         let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
-            let Ok(Ok(n)) = read else { return };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(&snapshot()),
-                ),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if metrics.ready.load(Ordering::SeqCst) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "the first listing is not done yet\n".to_owned(),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics, /healthz or /readyz\n".to_owned(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &metrics, &*snapshot)).await;
         });
     }
+}
+
+/// Reads one request and writes its answer.
+async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics, snapshot: &(dyn Fn() -> Snapshot + Send + Sync)) {
+    let mut buf = vec![0u8; 4096];
+    let Ok(n) = stream.read(&mut buf).await else { return };
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(&snapshot()),
+        ),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+            Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+        },
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n".to_owned(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
@@ -291,6 +384,35 @@ mod tests {
         metrics.set_ready();
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/metrics").await.contains("chom_workqueue_depth 0"));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_served_again_once_others_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), Arc::new(Snapshot::default)));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server accept them all.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+        over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), over.read_to_string(&mut out)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed unanswered: {read:?} {out:?}"
+        );
+        drop(idle);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         server.abort();
     }
 }

@@ -305,17 +305,28 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Status files hold remote output (redacted, but redaction cannot catch every form of a
+/// secret): readable by the owner's group, like history records and the audit trail, not
+/// by everyone.
+pub const STATUS_FILE_MODE: u32 = 0o640;
+
 /// Writes `status` to `path` only when its bytes differ from what is there, so an idle
 /// fleet causes no disk writes and no watch events. The write is atomic: a temp file in
 /// the same folder, fsync, rename, then fsync of the folder, so a crash or a full disk
 /// leaves either the old file or the new one, never a torn one. Returns whether it wrote.
 pub fn write_if_changed(path: &std::path::Path, status: &ServerStatus) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt as _;
     let text = render(status).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        // A file written 0644 by an older chom gets the current mode without a rewrite.
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o777 != STATUS_FILE_MODE
+        {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(STATUS_FILE_MODE))?;
+        }
         return Ok(false);
     }
-    // Status files are meant to be read by other tools, hence 0644.
-    crate::atomic::write(path, text.as_bytes(), 0o644)?;
+    crate::atomic::write(path, text.as_bytes(), STATUS_FILE_MODE)?;
     Ok(true)
 }
 
@@ -559,7 +570,12 @@ mod tests {
         assert!(!write_if_changed(&path, &sample(1)).unwrap());
         assert!(write_if_changed(&path, &sample(2)).unwrap());
         assert_eq!(read(&path).unwrap(), sample(2));
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o640);
+        // A file left 0644 by an older chom is narrowed even when its bytes are current.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!write_if_changed(&path, &sample(2)).unwrap());
+        assert_eq!(mode(&path), 0o640);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()

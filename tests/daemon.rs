@@ -41,6 +41,26 @@ impl Daemon {
         counts
     }
 
+    /// The address `/metrics` is served on, as the daemon logged it (waited for, bounded).
+    fn metrics_addr(&self) -> String {
+        let find = || {
+            self.log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| {
+                    v["message"] == "serving /metrics, /healthz and /readyz"
+                        || v["fields"]["message"] == "serving /metrics, /healthz and /readyz"
+                })
+                .and_then(|v| v["addr"].as_str().or(v["fields"]["addr"].as_str()).map(str::to_owned))
+        };
+        let mut addr = None;
+        wait_for("the metrics address in the log", self, || {
+            addr = find();
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -288,16 +308,7 @@ fn status_files_follow_files_being_added_edited_broken_and_removed() {
     assert!(daemon.log().contains("server removed from the inventory"));
 
     // Metrics are served on the address the daemon logged.
-    let addr = daemon
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| {
-            v["message"] == "serving /metrics, /healthz and /readyz"
-                || v["fields"]["message"] == "serving /metrics, /healthz and /readyz"
-        })
-        .and_then(|v| v["addr"].as_str().or(v["fields"]["addr"].as_str()).map(str::to_owned))
-        .expect("the metrics address is logged");
+    let addr = daemon.metrics_addr();
     let metrics = http_get(&addr, "/metrics");
     assert!(
         metrics.contains("chom_reconcile_total{result=\"success\"}"),
@@ -752,4 +763,209 @@ fn plan_reconcile_and_the_daemon_give_the_same_verdict_on_a_drifted_fleet() {
         Some("False"),
         "DRIFTED: {text}"
     );
+}
+
+/// The value of an unlabelled metric in an exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// A status write that fails is reported by `/readyz` and the metrics, and the status file
+/// is caught up within seconds once the folder is writable again: no new pass, no edit.
+fn a_failed_status_write_is_retried(
+    break_writes: impl FnOnce(&Fleet),
+    trigger: impl FnOnce(&Fleet),
+    restore: impl FnOnce(&Fleet),
+) {
+    let fleet = Fleet::new();
+    fleet.write_file_server("web-1", "one");
+    let mut daemon = fleet.daemon(&[]);
+    wait_ready(&fleet, &daemon, "web-1");
+    let addr = daemon.metrics_addr();
+    assert!(http_get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
+    let before = std::fs::read_to_string(fleet.status_path("web-1")).unwrap();
+
+    let passes = daemon.reconciles().get("web-1").copied().unwrap_or(0);
+    break_writes(&fleet);
+    trigger(&fleet);
+    wait_for("the pass and /readyz reporting the unwritten status", &daemon, || {
+        daemon.reconciles().get("web-1").copied().unwrap_or(0) > passes
+            && http_get(&addr, "/readyz").starts_with("HTTP/1.1 503")
+    });
+    let readyz = http_get(&addr, "/readyz");
+    assert!(
+        readyz.contains("1 status file could not be written") && readyz.contains("web-1.status.yaml"),
+        "{readyz}"
+    );
+    let metrics = http_get(&addr, "/metrics");
+    assert_eq!(metric(&metrics, "chom_status_writes_pending"), Some(1.0), "{metrics}");
+    assert!(
+        metric(&metrics, "chom_status_write_failures_total").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    let passes = daemon.reconciles().get("web-1").copied();
+
+    restore(&fleet);
+    let restored = Instant::now();
+    wait_for("the status file to be caught up", &daemon, || {
+        std::fs::read_to_string(fleet.status_path("web-1")).is_ok_and(|now| now != before)
+    });
+    let took = restored.elapsed();
+    eprintln!("status caught up {took:?} after the folder became writable");
+    assert!(took < Duration::from_secs(10), "caught up only after {took:?}");
+    let s = fleet.status("web-1").unwrap();
+    assert_eq!(condition(&s, "Ready")["status"], "True", "{s}");
+    assert_eq!(
+        daemon.reconciles().get("web-1").copied(),
+        passes,
+        "no new pass was needed"
+    );
+    wait_for("/readyz to recover", &daemon, || {
+        http_get(&addr, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    let metrics = http_get(&addr, "/metrics");
+    assert_eq!(metric(&metrics, "chom_status_writes_pending"), Some(0.0), "{metrics}");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    no_temp_files(&fleet.inventory());
+}
+
+#[test]
+fn a_status_file_that_cannot_be_replaced_is_retried_and_caught_up() {
+    // A directory where the status file goes makes the atomic rename fail (EISDIR), for
+    // root too, which ignores permission bits.
+    a_failed_status_write_is_retried(
+        |fleet| {
+            std::fs::remove_file(fleet.status_path("web-1")).unwrap();
+            std::fs::create_dir(fleet.status_path("web-1")).unwrap();
+        },
+        |fleet| fleet.write_file_server("web-1", "two"),
+        |fleet| std::fs::remove_dir(fleet.status_path("web-1")).unwrap(),
+    );
+}
+
+/// A read-only bind mount, undone on drop.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> Option<Self> {
+        let run = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !run(&["--bind"]) {
+            return None;
+        }
+        let mount = Self(dir.to_owned());
+        run(&["-o", "remount,bind,ro"]).then_some(mount)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_inventory_folder_is_retried_and_caught_up() {
+    let scratch = tempfile::tempdir().unwrap();
+    if !running_as_root() || ReadOnlyMount::new(scratch.path()).is_none() {
+        eprintln!("skipped: a read-only bind mount needs root (the directory variant runs instead)");
+        return;
+    }
+    let mount = std::cell::RefCell::new(None);
+    a_failed_status_write_is_retried(
+        |fleet| {
+            *mount.borrow_mut() = Some(ReadOnlyMount::new(&fleet.inventory()).expect("bind mount"));
+            let probe = std::fs::write(fleet.inventory().join(".probe"), "x").unwrap_err();
+            assert_eq!(probe.raw_os_error(), Some(30), "EROFS: {probe}");
+        },
+        // The inventory cannot be edited now: `chom reconcile` is handed to the daemon.
+        |fleet| {
+            let kh = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+            let handed = chom(fleet, &["reconcile", "web-1", "--known-hosts", &kh]);
+            assert!(
+                !handed.status.success(),
+                "an unwritten status is not a success: {}",
+                String::from_utf8_lossy(&handed.stdout)
+            );
+        },
+        |_| drop(mount.borrow_mut().take()),
+    );
+}
+
+/// CPU time (user + system) a process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after it.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// One HTTP GET, bounded in time; `None` when nothing answered.
+fn http_get_within(addr: &str, path: &str, limit: Duration) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, limit).ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn idle_connections_beyond_the_descriptor_limit_do_not_make_the_metrics_listener_spin() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let fleet = Fleet::new();
+    let mut daemon = fleet.daemon(&[]);
+    let addr = daemon.metrics_addr();
+    let pid = daemon.child.id();
+    // Lower the running daemon's descriptor limit, then hold more idle connections than it.
+    let limited = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let idle: Vec<std::net::TcpStream> = (0..150).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let tick = 100.0; // USER_HZ, the unit of /proc/PID/stat's times on Linux
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (cpu_ticks(pid) - before) as f64 / tick;
+    eprintln!("daemon CPU over 3 s with 150 idle connections and 64 descriptors: {used:.2} s");
+    assert!(used < 0.5, "the daemon used {used:.2} s of CPU in 3 s");
+
+    drop(idle);
+    let closed = Instant::now();
+    let mut answer = None;
+    wait_for("/metrics to answer again", &daemon, || {
+        answer = http_get_within(&addr, "/metrics", Duration::from_secs(5));
+        answer.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    eprintln!(
+        "/metrics answered {:?} after the idle connections closed",
+        closed.elapsed()
+    );
+    assert!(answer.unwrap().contains("chom_workqueue_depth"));
+    assert!(daemon.terminate().success(), "{}", daemon.log());
 }

@@ -954,3 +954,60 @@ fn a_script_left_running_by_a_killed_run_never_runs_twice_at_once() {
     assert_eq!(lines, ["start", "end", "start", "end"], "the two runs overlapped");
     assert_eq!(component(&fleet.status("web-1"), "slow")["state"], "Applied");
 }
+
+#[test]
+fn a_secret_printed_with_its_escapes_interpreted_or_in_hex_is_redacted() {
+    // dash's `echo` and `printf %b` turn `\t` into a tab and `\\` into one backslash: the
+    // printed text is no longer the value, but must not leak.
+    const VALUE: &str = r"c4n4ry\tp@ssw0rd\\after-the-escape";
+    const TAIL: &str = "p@ssw0rd";
+    let fleet = Fleet::new();
+    let key = fleet.dir.path().join("age.key");
+    let keygen = fleet.chom(&["secrets", "keygen", "--out", key.to_str().unwrap()], "");
+    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    let set = fleet.chom(&["secrets", "set", "DB_PASSWORD"], VALUE);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    std::fs::write(
+        fleet.dir.path().join("scripts/use-secret.sh"),
+        "printf '%b\\n' \"password was $DB_PASSWORD\" >&2\nprintf '%s' \"$DB_PASSWORD\" | od -An -tx1 | tr -d ' \\n' >&2\nexit 4\n",
+    )
+    .unwrap();
+    fleet.server(
+        "web-1",
+        "  secrets: [DB_PASSWORD]\n  components:\n    - name: use-secret\n",
+    );
+    let run = fleet.chom(
+        &[
+            "--log-format",
+            "json",
+            "-vv",
+            "reconcile",
+            "--known-hosts",
+            fleet.sshd.known_hosts.to_str().unwrap(),
+            "--age-identity",
+            key.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.status.code(), Some(1), "the script exits 4");
+    let s = fleet.status("web-1");
+    let message = component(&s, "use-secret")["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("password was [REDACTED]"), "{message}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let everything = all_text(fleet.dir.path());
+    for (what, text) in [
+        ("status message", &message),
+        ("output", &printed),
+        ("files", &everything),
+    ] {
+        assert!(!text.contains(TAIL), "the secret leaked into the {what}: {text}");
+        assert!(!text.contains("7373773072"), "its hex leaked into the {what}: {text}");
+    }
+    let status_file = fleet.dir.path().join("inventory.d/web-1.status.yaml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&status_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640, "status files are not world-readable");
+}
