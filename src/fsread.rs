@@ -189,6 +189,28 @@ pub fn check(path: &Path) -> Result<Metadata, ReadError> {
     Ok(meta)
 }
 
+/// Opens (creating, mode `mode`) a file chom appends to (the audit trail, hardware
+/// snapshots): without blocking, and refused unless it is a regular file, so a FIFO or
+/// device in its place is an error, never a wait.
+pub fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file; remove it and chom creates it again",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
 fn read_with(path: &Path, cap: u64, follow: bool) -> Result<Vec<u8>, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_owned(),
@@ -371,6 +393,16 @@ mod tests {
         let missing = read(&dir.path().join("nope"), 10).unwrap_err();
         assert!(missing.is_not_found());
         assert_eq!(std::io::Error::from(missing).kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn appending_to_a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        mkfifo(&path);
+        assert!(open_append(&path, 0o640).is_err());
+        let plain = dir.path().join("plain.jsonl");
+        assert!(open_append(&plain, 0o640).is_ok());
     }
 
     #[test]

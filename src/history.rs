@@ -363,7 +363,7 @@ impl History {
             return Ok(false);
         }
         let line = serde_json::json!({"time": Timestamp::now().to_string(), "hardware": hardware});
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = crate::fsread::open_append(&path, 0o644)?;
         file.write_all(format!("{line}\n").as_bytes())?;
         file.sync_data()?;
         Ok(true)
