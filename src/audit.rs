@@ -27,14 +27,9 @@ impl Audit {
     /// Opens (creating) `state_dir/audit.jsonl` for appending. `inventory` is used to
     /// find the git commit of the checkout, when it is one.
     pub fn open(state_dir: &Path, inventory: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join(FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&path)?;
+        let file = crate::fsread::open_append(&path, 0o640)?;
         Ok(Self {
             path,
             file: Mutex::new(file),

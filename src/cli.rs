@@ -330,6 +330,15 @@ pub fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Checks a server name given on the command line before anything uses it: names
+/// become file names (pins, hardware snapshots, status files), so `../x` must never
+/// reach one. An invalid name is a usage error (exit 2).
+pub fn parse_server_name(text: &str) -> Result<String, String> {
+    text.parse::<crate::resource::ServerName>()
+        .map(crate::resource::ServerName::into_string)
+        .map_err(|e| format!("{e}; server names are file names, so nothing else is accepted"))
+}
+
 /// Parses `500ms`, `30s`, `10m`, `1h30m` for duration options.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::resource::DurationSpec::parse(text)

@@ -102,6 +102,9 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     queue: Queue<String>,
     writes: Arc<StatusWrites>,
+    /// The findings last logged per inventory file that is not a tracked server (a
+    /// broken new file, a FIFO named `x.yaml`), so each is logged once, not per change set.
+    logged: Mutex<std::collections::BTreeMap<PathBuf, Vec<String>>>,
 }
 
 type Waiter = tokio::sync::mpsc::UnboundedSender<handoff::ServerResult>;
@@ -289,6 +292,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         controller,
         store,
         writes: writes.clone(),
+        logged: Mutex::default(),
     });
     let retry_task = tokio::spawn(writes.clone().run());
     let paths = WatchPaths {
@@ -435,8 +439,34 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
     let shard = shared.config.shard;
     // Servers of other shards are another daemon's: not tracked, never written.
     report.inventory.servers.retain(|name, _| shard.owns(name));
-    let mut changes: Changes = shared.store().refresh(&report, &shared.config.layout);
-    changes.never_valid.retain(|(_, name, _)| shard.owns(name));
+    // Scripts, secrets and status files are read without the store's lock, which every
+    // worker needs.
+    let untracked = shared.store().untracked(&report);
+    let (inventory, layout) = (report.inventory.clone(), shared.config.layout.clone());
+    let (digests, previous) = tokio::task::spawn_blocking(move || {
+        let previous: std::collections::BTreeMap<_, _> = untracked
+            .iter()
+            .filter_map(|e| Some((e.server.metadata.name.clone(), status::read(&e.status_path())?)))
+            .collect();
+        (crate::desired::sources(&inventory, &layout), previous)
+    })
+    .await
+    .map_err(|e| DaemonError::StateDir {
+        path: shared.config.state_dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let changes: Changes = shared
+        .store()
+        .refresh(&report, &shared.config.layout, &digests, &previous);
+    // Roles get no status file; a file that says it is one is left to `chom validate`.
+    let never_valid: Vec<(PathBuf, String, Vec<String>)> = changes
+        .never_valid
+        .iter()
+        .filter_map(|(file, errors)| {
+            let name = crate::validate::invalid_server_name(file)?;
+            shard.owns(&name).then(|| (file.clone(), name, errors.clone()))
+        })
+        .collect();
     for t in &changes.removed {
         info!(server = %t.desired.name, file = %t.entry.path.display(), "server removed from the inventory");
         shared.queue.remove(&t.desired.name);
@@ -466,7 +496,16 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
             });
         }
     }
-    for (file, name, errors) in changes.never_valid {
+    {
+        let mut logged = shared.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (file, errors) in &changes.never_valid {
+            if logged.get(file) != Some(errors) {
+                warn!(file = %file.display(), findings = %errors.join("; "), "a file in the inventory does not validate; it is not deployed");
+            }
+        }
+        *logged = changes.never_valid.iter().cloned().collect();
+    }
+    for (file, name, errors) in never_valid {
         let path = file.with_file_name(format!("{name}.status.yaml"));
         let mut observed = ObservedStatus {
             spec_errors: errors,

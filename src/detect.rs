@@ -218,8 +218,7 @@ impl Detection {
 
 /// The hardware recorded in a server's status file, if there is a readable one.
 pub fn previous_hardware(entry: &ServerEntry) -> Option<Hardware> {
-    let text = std::fs::read_to_string(entry.status_path()).ok()?;
-    let status: ServerStatus = serde_saphyr::from_str(&text).ok()?;
+    let status: ServerStatus = crate::status::read(&entry.status_path())?;
     status.status.hardware
 }
 

@@ -123,6 +123,12 @@ pub enum Format {
     Github,
 }
 
+/// A file's text for the snippet lines of the human format: read as every file is
+/// ([`crate::fsread`]), so a finding about a FIFO or device never hangs the rendering.
+pub fn source(path: &Path) -> Option<String> {
+    crate::fsread::read_to_string(path, crate::fsread::cap::SECRETS).ok()
+}
+
 /// Renders findings in `format`. `source` returns a file's text for the snippet lines
 /// of the human format (absent for files that could not be read).
 pub fn render(diagnostics: &[Diagnostic], format: Format, source: &dyn Fn(&Path) -> Option<String>) -> String {

@@ -265,7 +265,10 @@ impl History {
                 format!("bad object id {id:?}"),
             ));
         }
-        std::fs::read(self.objects_dir.join(id))
+        Ok(crate::fsread::read(
+            &self.objects_dir.join(id),
+            crate::fsread::cap::OBJECT,
+        )?)
     }
 
     /// Stores the scripts and merged configs of a server's applied components as
@@ -305,7 +308,7 @@ impl History {
         files.sort();
         files
             .iter()
-            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|p| crate::fsread::read(p, crate::fsread::cap::HISTORY_RECORD).ok())
             .filter_map(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
             .collect()
     }
@@ -346,27 +349,45 @@ impl History {
     /// Returns whether it appended.
     pub fn snapshot_hardware(&self, server: &str, hardware: &Hardware) -> std::io::Result<bool> {
         use std::io::Write as _;
-        let path = self.hardware_dir.join(format!("{server}.jsonl"));
-        let last = std::fs::read_to_string(&path).ok().and_then(|t| {
-            t.lines()
-                .last()
-                .and_then(|l| serde_json::from_str::<Value>(l).ok())
-                .and_then(|v| serde_json::from_value::<Hardware>(v.get("hardware")?.clone()).ok())
-        });
+        let path = self.hardware_path(server)?;
+        let last = crate::fsread::read_to_string(&path, crate::fsread::cap::HARDWARE_LOG)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .last()
+                    .and_then(|l| serde_json::from_str::<Value>(l).ok())
+                    .and_then(|v| serde_json::from_value::<Hardware>(v.get("hardware")?.clone()).ok())
+            });
         let same = last.is_some_and(|l| crate::judge::changes(&l, hardware).is_empty());
         if same {
             return Ok(false);
         }
         let line = serde_json::json!({"time": Timestamp::now().to_string(), "hardware": hardware});
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = crate::fsread::open_append(&path, 0o644)?;
         file.write_all(format!("{line}\n").as_bytes())?;
         file.sync_data()?;
         Ok(true)
     }
 
+    /// Where a server's hardware snapshots live; a name that is not a server name is
+    /// refused, so it never becomes a path outside the folder.
+    fn hardware_path(&self, server: &str) -> std::io::Result<PathBuf> {
+        if !crate::resource::ServerName::is_valid(server) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{server:?} is not a server name"),
+            ));
+        }
+        Ok(self.hardware_dir.join(format!("{server}.jsonl")))
+    }
+
     /// The dated snapshots of one server, oldest first.
     pub fn hardware(&self, server: &str) -> Vec<(String, Hardware)> {
-        let text = std::fs::read_to_string(self.hardware_dir.join(format!("{server}.jsonl"))).unwrap_or_default();
+        let text = self
+            .hardware_path(server)
+            .ok()
+            .and_then(|path| crate::fsread::read_to_string(&path, crate::fsread::cap::HARDWARE_LOG).ok())
+            .unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter_map(|v| {

@@ -36,26 +36,49 @@ impl Layout {
 
     /// What chom sends for a component: every `scripts/lib/*.sh` in name order (shared
     /// helpers), then the component's own script. Digests, plans and rollback objects
-    /// all use these bytes, so a changed helper re-applies the components.
+    /// all use these bytes, so a changed helper re-applies the components. Only regular
+    /// files are helpers: anything else in `scripts/lib/` (a FIFO, a device, a /proc file)
+    /// is left out, never read, and `chom validate` reports it. Each file is read with
+    /// the script cap ([`crate::fsread::cap::SCRIPT`]).
     pub fn read_script(&self, component: &str) -> std::io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.scripts.join("lib")) {
-            let mut libs: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "sh") && p.is_file())
-                .collect();
-            libs.sort();
-            for lib in libs {
-                bytes.extend(std::fs::read(&lib)?);
-                if !bytes.ends_with(b"\n") {
-                    bytes.push(b'\n');
-                }
+        for lib in self.script_library() {
+            match crate::fsread::read(&lib, crate::fsread::cap::SCRIPT) {
+                Ok(lib) => bytes.extend(lib),
+                Err(crate::fsread::ReadError::NotAFile { .. }) => continue,
+                Err(e) => return Err(script_error(e)),
+            }
+            if !bytes.ends_with(b"\n") {
+                bytes.push(b'\n');
             }
         }
-        bytes.extend(std::fs::read(self.script(component))?);
+        bytes.extend(crate::fsread::read(&self.script(component), crate::fsread::cap::SCRIPT).map_err(script_error)?);
         Ok(bytes)
     }
+
+    /// The `scripts/lib/*.sh` entries that are not folders, in name order.
+    pub fn script_library(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.scripts.join("lib")) else {
+            return Vec::new();
+        };
+        let mut libs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sh") && !p.is_dir())
+            .collect();
+        libs.sort();
+        libs
+    }
+}
+
+/// A script's read error; its message names the file (`cannot read scripts/x.sh: …`).
+fn script_error(e: crate::fsread::ReadError) -> std::io::Error {
+    let kind = match &e {
+        crate::fsread::ReadError::Io { source, .. } => source.kind(),
+        crate::fsread::ReadError::TooLarge { .. } => std::io::ErrorKind::FileTooLarge,
+        _ => std::io::ErrorKind::InvalidInput,
+    };
+    std::io::Error::new(kind, e.to_string())
 }
 
 /// A server that passed validation, and its file.

@@ -12,6 +12,7 @@ pub mod desired;
 pub mod detect;
 pub mod diag;
 pub mod facts;
+pub mod fsread;
 pub mod hardware;
 pub mod history;
 pub mod ids;

@@ -24,20 +24,27 @@ pub struct Pin {
     pub by: String,
 }
 
-/// Where a server's pin lives.
-pub fn path(state_dir: &Path, server: &str) -> PathBuf {
-    state_dir.join("pins").join(format!("{server}.json"))
+/// Where a server's pin lives. The name becomes a file name, so anything that is not a
+/// server name (`../x`, `a/b`) is refused here, whoever passed it.
+pub fn path(state_dir: &Path, server: &str) -> std::io::Result<PathBuf> {
+    if !crate::resource::ServerName::is_valid(server) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{server:?} is not a server name (lower-case letters, digits and `-`)"),
+        ));
+    }
+    Ok(state_dir.join("pins").join(format!("{server}.json")))
 }
 
 /// The pin of a server, if any.
 pub fn read(state_dir: &Path, server: &str) -> Option<Pin> {
-    let bytes = std::fs::read(path(state_dir, server)).ok()?;
+    let bytes = crate::fsread::read(&path(state_dir, server).ok()?, crate::fsread::cap::PIN).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Pins a server.
 pub fn write(state_dir: &Path, server: &str, pin: &Pin) -> std::io::Result<()> {
-    let file = path(state_dir, server);
+    let file = path(state_dir, server)?;
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -47,7 +54,7 @@ pub fn write(state_dir: &Path, server: &str, pin: &Pin) -> std::io::Result<()> {
 
 /// Removes a pin; true when there was one.
 pub fn remove(state_dir: &Path, server: &str) -> std::io::Result<bool> {
-    match std::fs::remove_file(path(state_dir, server)) {
+    match std::fs::remove_file(path(state_dir, server)?) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -126,5 +133,20 @@ mod tests {
             "released pins are removed"
         );
         assert!(!remove(dir.path(), "web-1").unwrap());
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_server_name_never_becomes_a_path() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        std::fs::create_dir_all(state.join("pins")).unwrap();
+        let victim = root.path().join("victim.json");
+        std::fs::write(&victim, "{}").unwrap();
+        for name in ["../../victim", "../victim", "a/b", "", "Web"] {
+            let e = remove(&state, name).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{name}");
+            assert!(read(&state, name).is_none());
+        }
+        assert!(victim.exists(), "a file outside the state dir was removed");
     }
 }

@@ -793,10 +793,7 @@ fn read_script(ctx: &Context, pass: &Pass<'_>, name: &str) -> Result<Arc<[u8]>, 
     if let Some(bytes) = pass.scripts.and_then(|s| s.get(name)) {
         return Ok(bytes.clone());
     }
-    ctx.layout
-        .read_script(name)
-        .map(Arc::from)
-        .map_err(|e| format!("cannot read {}: {e}", ctx.layout.script(name).display()))
+    ctx.layout.read_script(name).map(Arc::from).map_err(|e| e.to_string())
 }
 
 /// `42s ago`, `5m ago`, `3h ago`, `2d ago`.

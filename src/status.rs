@@ -240,9 +240,11 @@ pub fn document(name: &str, generation: u64, desired_hash: &str, observed: Obser
     }
 }
 
-/// Reads a status file; `None` when absent or unreadable (it is rebuilt then).
+/// Reads a status file; `None` when absent or unreadable (it is rebuilt then). Only a
+/// regular file chom could have written is read: a symlink, FIFO, device or a file over
+/// [`crate::fsread::cap::STATUS`] counts as absent, and the next write replaces it.
 pub fn read(path: &std::path::Path) -> Option<ServerStatus> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::fsread::read_own(path, crate::fsread::cap::STATUS).ok()?;
     serde_saphyr::from_str(&text).ok()
 }
 
@@ -317,7 +319,9 @@ pub const STATUS_FILE_MODE: u32 = 0o640;
 pub fn write_if_changed(path: &std::path::Path, status: &ServerStatus) -> std::io::Result<bool> {
     use std::os::unix::fs::PermissionsExt as _;
     let text = render(status).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+    // Whatever is there that is not a regular file (a FIFO, a symlink to a device) is
+    // never read, only replaced: the rename swaps the directory entry itself.
+    if crate::fsread::read_own(path, crate::fsread::cap::STATUS).is_ok_and(|old| old == text) {
         // A file written 0644 by an older chom gets the current mode without a rewrite.
         if let Ok(meta) = std::fs::metadata(path)
             && meta.permissions().mode() & 0o777 != STATUS_FILE_MODE
@@ -582,6 +586,45 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
+    }
+
+    /// Runs `f` on another thread and fails if it does not finish within 10 s (a read
+    /// that blocks on a FIFO or reads /dev/zero without end would never finish).
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("blocked or read without bound")
+    }
+
+    #[test]
+    fn a_status_file_that_is_not_a_regular_file_is_never_read_and_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("web-1.status.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let zero = dir.path().join("web-2.status.yaml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let target = dir.path().join("elsewhere.yaml");
+        std::fs::write(&target, render(&sample(1)).unwrap()).unwrap();
+        let link = dir.path().join("web-3.status.yaml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for path in [fifo, zero, link] {
+            let p = path.clone();
+            assert_eq!(bounded(move || read(&p)), None, "{} is read as absent", path.display());
+            let p = path.clone();
+            assert!(bounded(move || write_if_changed(&p, &sample(1)).unwrap()));
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(
+                meta.file_type().is_file(),
+                "{} replaced by a regular file",
+                path.display()
+            );
+            assert_eq!(read(&path).unwrap(), sample(1));
+        }
+        assert!(target.exists(), "a symlink's target is left alone");
     }
 
     #[test]

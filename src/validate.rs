@@ -60,7 +60,8 @@ impl Report {
 pub fn invalid_server_name(file: &Path) -> Option<String> {
     let name = file.file_name()?.to_str()?;
     let stem = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml"))?;
-    let is_role = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == "kind: Role"));
+    let is_role = crate::fsread::read_to_string(file, crate::fsread::cap::RESOURCE)
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "kind: Role"));
     (!is_role && crate::resource::ServerName::is_valid(stem)).then(|| stem.to_owned())
 }
 
@@ -214,6 +215,7 @@ fn load_with(layout: &Layout, only: &[PathBuf], cache: Option<&Cache>) -> Result
         Some(cache) => parse_changed(&files, cache),
     };
     let defined_secrets = rules::defined_secrets(&layout.secrets, &mut diagnostics);
+    rules::script_library(layout, &mut diagnostics);
     let mut parsed = parsed;
     rules::cross_file(&mut parsed, layout, &defined_secrets);
 

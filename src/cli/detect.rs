@@ -34,7 +34,7 @@ pub struct DetectArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub concurrency: usize,
     /// Servers to detect (default: all).
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub names: Vec<String>,
 }
 

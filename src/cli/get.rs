@@ -33,7 +33,7 @@ pub struct GetArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Servers to show (default: all).
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub names: Vec<String>,
 }
 

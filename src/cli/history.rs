@@ -32,7 +32,7 @@ pub struct HistoryArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// One server.
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub name: Option<String>,
 }
 

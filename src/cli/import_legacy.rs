@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use crate::diag::{self, Format};
@@ -103,17 +102,11 @@ pub fn run(args: &ImportLegacyArgs) -> anyhow::Result<ExitCode> {
 
 /// Reads FILE as UTF-8 text, refusing one larger than a resource may be.
 fn read_legacy(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    if meta.len() > MAX_FILE_BYTES as u64 {
-        anyhow::bail!(
-            "{} is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-            path.display(),
-            meta.len()
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsread::read(path, MAX_FILE_BYTES as u64).map_err(|e| match e {
+        crate::fsread::ReadError::TooLarge { .. } => {
+            anyhow::anyhow!("{} is over the {MAX_FILE_BYTES}-byte limit", path.display())
+        }
+        other => anyhow::Error::new(other),
+    })?;
     String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
 }

@@ -39,7 +39,7 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub workers: usize,
     /// Servers to plan (default: all).
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub names: Vec<String>,
 }
 

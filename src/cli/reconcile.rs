@@ -51,7 +51,7 @@ pub struct ReconcileArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub workers: usize,
     /// Servers to reconcile (default: all).
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub names: Vec<String>,
 }
 

@@ -41,7 +41,7 @@ pub struct RollbackArgs {
     #[arg(long = "to", value_name = "DEPLOYMENT")]
     pub to: Option<String>,
     /// The server.
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub name: String,
 }
 
@@ -55,7 +55,7 @@ pub struct ResumeArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
     /// The server.
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub name: String,
 }
 

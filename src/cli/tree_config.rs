@@ -46,9 +46,7 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             args.tree.config = Some(Located { file, state_dir: None });
             return Ok(());
         }
-        let text = crate::diag::render(&findings, crate::diag::Format::Human, &|p| {
-            std::fs::read_to_string(p).ok()
-        });
+        let text = crate::diag::render(&findings, crate::diag::Format::Human, &crate::diag::source);
         eprint!("{text}");
         anyhow::bail!("{} has errors (run `chom validate`)", file.display());
     };

@@ -117,7 +117,7 @@ pub fn run(args: &TrustArgs) -> anyhow::Result<ExitCode> {
 fn load(files: &[PathBuf]) -> KnownHosts {
     let mut known = KnownHosts::new();
     for file in files {
-        if let Ok(text) = std::fs::read_to_string(file) {
+        if let Ok(text) = crate::fsread::read_to_string(file, crate::fsread::cap::KNOWN_HOSTS) {
             known.add_text(&text, file);
         }
     }

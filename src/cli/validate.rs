@@ -55,7 +55,7 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         report.files += 1;
     }
     diag::sort(&mut report.diagnostics);
-    let text = diag::render(&report.diagnostics, args.format, &|p| std::fs::read_to_string(p).ok());
+    let text = diag::render(&report.diagnostics, args.format, &diag::source);
     print!("{text}");
     if args.format == Format::Human && !report.has_errors() {
         let inv = &report.inventory;

@@ -15,7 +15,8 @@
 //! leaves a stale owner.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -132,17 +133,37 @@ pub struct Owner {
     _files: Vec<File>,
 }
 
+/// Opens (creating) a lock file. Without blocking: a FIFO or device put in its place is
+/// refused, never waited on.
 fn open(path: &Path) -> Result<File, OwnerError> {
-    OpenOptions::new()
+    let io = |source| OwnerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(NONBLOCK)
         .open(path)
-        .map_err(|source| OwnerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file; remove it, chom creates its lock files itself",
+        )));
+    }
+    Ok(file)
+}
+
+/// `O_NONBLOCK | O_NOCTTY`, so opening whatever is at a lock file's path never blocks.
+const NONBLOCK: i32 = (rustix::fs::OFlags::NONBLOCK.bits() | rustix::fs::OFlags::NOCTTY.bits()) as i32;
+
+/// Opens an existing lock file to test or read it, if it is a regular file.
+fn open_existing(path: &Path) -> Option<File> {
+    let file = OpenOptions::new().read(true).custom_flags(NONBLOCK).open(path).ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 fn write_info(file: &File, info: &OwnerInfo) {
@@ -155,9 +176,7 @@ fn write_info(file: &File, info: &OwnerInfo) {
 
 fn read_info(path: &Path) -> Option<OwnerInfo> {
     // A lock file is tiny; read at most 4 KiB of it.
-    let file = File::open(path).ok()?;
-    let mut text = String::new();
-    file.take(4096).read_to_string(&mut text).ok()?;
+    let text = crate::fsread::read_to_string(path, crate::fsread::cap::LOCK_OWNER).ok()?;
     serde_json::from_str(text.trim()).ok()
 }
 
@@ -178,7 +197,7 @@ fn shard_files(inventory: &Path) -> Vec<(u32, u32, PathBuf)> {
 
 /// True when another process holds a lock on `path` (shared or exclusive).
 fn held(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else { return false };
+    let Some(file) = open_existing(path) else { return false };
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
@@ -246,7 +265,7 @@ impl Owner {
     /// Who holds `inventory` now: the exclusive owner, else every live shard daemon.
     pub fn holders(inventory: &Path) -> Vec<OwnerInfo> {
         let main_path = inventory.join(LOCK_FILE);
-        let Ok(main) = File::open(&main_path) else {
+        let Some(main) = open_existing(&main_path) else {
             return Vec::new();
         };
         match main.try_lock_shared() {

@@ -1,7 +1,8 @@
 //! The daemon's view of the fleet: per server the desired state in force, its hash and
 //! generation, the last observed status, and whether its file currently validates.
 //! `refresh` turns a fresh validation of the tree into the set of servers to reconcile
-//! and the ones removed. It performs no I/O besides reading status files at start.
+//! and the ones removed. It performs no I/O: the status files of servers it has not seen
+//! yet are read by the caller, outside the store's lock, and passed in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -91,9 +92,10 @@ pub struct Changes {
     pub removed: Vec<Tracked>,
     /// Servers whose file validity changed: rewrite their status.
     pub validity: BTreeSet<String>,
-    /// Files that never validated, with their findings: a status saying why goes beside
-    /// them.
-    pub never_valid: Vec<(PathBuf, String, Vec<String>)>,
+    /// Inventory files with errors that are not a tracked server's, with their findings:
+    /// those that would be a server (`validate::invalid_server_name`) get a status saying
+    /// why beside them.
+    pub never_valid: Vec<(PathBuf, Vec<String>)>,
 }
 
 /// All tracked servers.
@@ -129,18 +131,37 @@ fn finding_line(d: &Diagnostic) -> String {
 }
 
 impl Store {
-    /// Applies a fresh validation report.
-    pub fn refresh(&mut self, report: &Report, layout: &crate::inventory::Layout) -> Changes {
+    /// The servers of `report` not tracked yet: their status files are to be read (by
+    /// the caller, without the store's lock) and passed to [`Store::refresh`].
+    pub fn untracked(&self, report: &Report) -> Vec<ServerEntry> {
+        report
+            .inventory
+            .servers
+            .iter()
+            .filter(|(name, _)| !self.servers.contains_key(*name))
+            .map(|(_, entry)| entry.clone())
+            .collect()
+    }
+
+    /// Applies a fresh validation report. `digests` are its scripts' digests and secret
+    /// versions ([`desired::sources`]) and `previous` the status files of the
+    /// [`Store::untracked`] servers, by name: both read by the caller, without the lock.
+    pub fn refresh(
+        &mut self,
+        report: &Report,
+        layout: &crate::inventory::Layout,
+        digests: &desired::Sources,
+        previous: &BTreeMap<String, ServerStatus>,
+    ) -> Changes {
         let mut changes = Changes::default();
         let inventory = &report.inventory;
-        let digests = desired::sources(inventory, layout);
         let mut errors_by_file: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
         for d in report.diagnostics.iter().filter(|d| d.is_error()) {
             errors_by_file.entry(d.file.clone()).or_default().push(finding_line(d));
         }
 
         for (name, entry) in &inventory.servers {
-            let desired = desired::desired_state(inventory, entry, &digests);
+            let desired = desired::desired_state(inventory, entry, digests);
             let hash = desired.hash();
             match self.servers.get_mut(name) {
                 Some(t) => {
@@ -162,7 +183,7 @@ impl Store {
                 }
                 None => {
                     // A restart keeps the generation recorded in the status file.
-                    let previous = status::read(&entry.status_path());
+                    let previous = previous.get(name).cloned();
                     let generation = status::generation_for(previous.as_ref(), &hash);
                     let mut observed = previous.map(|p| p.status).unwrap_or_default();
                     if observed.observed_generation != generation {
@@ -217,10 +238,7 @@ impl Store {
             if tracked_paths.contains(file) || !file.starts_with(&layout.inventory) {
                 continue;
             }
-            // Roles get no status file; a file that says it is one is left to `chom validate`.
-            if let Some(name) = crate::validate::invalid_server_name(file) {
-                changes.never_valid.push((file.clone(), name, errors.clone()));
-            }
+            changes.never_valid.push((file.clone(), errors.clone()));
         }
         changes
     }

@@ -21,7 +21,7 @@ pub const SCHEMA_FILE: &str = "secretset.schema.json";
 
 /// Secrets files larger than this are refused before parsing: an armored value is about
 /// 4/3 of its plaintext plus 300 bytes, so this leaves room for hundreds of large values.
-const MAX_FILE_BYTES: u64 = 4 << 20;
+const MAX_FILE_BYTES: u64 = crate::fsread::cap::SECRETS;
 
 /// First line of an age armor block.
 pub(super) const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
@@ -168,24 +168,17 @@ pub(super) fn read(path: &Path, scope: &Scope) -> Result<SecretSet, SecretsError
         path: path.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_error)?;
-    if !meta.is_file() {
-        return Err(invalid(
+    // Never blocks on a FIFO or device and never reads past the cap.
+    let bytes = crate::fsread::read(path, MAX_FILE_BYTES).map_err(|e| match e {
+        crate::fsread::ReadError::Io { source, .. } => read_error(source),
+        crate::fsread::ReadError::NotAFile { .. } => invalid(
             path,
             1,
             1,
-            "not a regular file; secrets files are plain YAML files",
-        ));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(invalid(
-            path,
-            1,
-            1,
-            format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", meta.len()),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(read_error)?;
+            format!("{}; secrets files are plain YAML files", e.problem()),
+        ),
+        other => invalid(path, 1, 1, other.problem()),
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| invalid(path, 1, 1, "the file is not UTF-8 text"))?;
     parse(path, &text, scope.stem())
 }

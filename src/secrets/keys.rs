@@ -39,10 +39,10 @@ impl Recipients {
     /// are ignored. A missing or empty file is an error, since nothing could be encrypted.
     pub fn read(dir: &Path) -> Result<Self, SecretsError> {
         let path = dir.join(RECIPIENTS_FILE);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::fsread::read_to_string(&path, crate::fsread::cap::RECIPIENTS) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SecretsError::NoRecipients { path }),
-            Err(source) => return Err(SecretsError::Read { path, source }),
+            Err(e) if e.is_not_found() => return Err(SecretsError::NoRecipients { path }),
+            Err(e) => return Err(SecretsError::Read { path, source: e.into() }),
         };
         Self::parse(&path, &text)
     }
@@ -159,10 +159,10 @@ impl Identity {
                 mode,
             });
         }
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
-            .map_err(read_error)?;
+        let text = crate::fsread::read_to_string(path, crate::fsread::cap::IDENTITY).map_err(|e| match e {
+            crate::fsread::ReadError::NotAFile { .. } => SecretsError::IdentityNotFile { path: path.to_owned() },
+            other => read_error(other.into()),
+        })?;
         Self::parse(path, &text)
     }
 
@@ -303,10 +303,10 @@ pub fn add_recipient(dir: &Path, public_key: &str) -> Result<bool, SecretsError>
     let path = dir.join(RECIPIENTS_FILE);
     let new = Recipients::parse(&path, public_key)?;
     let _lock = DirLock::acquire(dir)?;
-    let old = match std::fs::read_to_string(&path) {
+    let old = match crate::fsread::read_to_string(&path, crate::fsread::cap::RECIPIENTS) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(SecretsError::Read { path, source }),
+        Err(e) if e.is_not_found() => String::new(),
+        Err(e) => return Err(SecretsError::Read { path, source: e.into() }),
     };
     if !old.trim().is_empty() {
         let listed = Recipients::parse(&path, &old)?;

@@ -130,8 +130,12 @@ async fn try_agent(
 }
 
 async fn load_identity(path: &Path) -> Result<Identity, SshError> {
-    let text = tokio::fs::read_to_string(path)
+    // Never blocks on a FIFO or device in its place, never reads past the cap.
+    let file = path.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || crate::fsread::read_to_string(&file, crate::fsread::cap::SSH_KEY))
         .await
+        .map_err(std::io::Error::other)
+        .and_then(|read| read.map_err(std::io::Error::from))
         .map_err(|source| SshError::IdentityRead {
             path: path.to_path_buf(),
             source,

@@ -174,13 +174,24 @@ async fn stamp(path: &PathBuf) -> Result<Option<Stamp>, SshError> {
 async fn load_known_hosts(files: &[PathBuf]) -> Result<KnownHosts, SshError> {
     let mut known = KnownHosts::new();
     for path in files {
-        match tokio::fs::read_to_string(path).await {
+        // Never blocks on a FIFO or device in its place, never reads past the cap.
+        let file = path.clone();
+        let read =
+            tokio::task::spawn_blocking(move || crate::fsread::read_to_string(&file, crate::fsread::cap::KNOWN_HOSTS))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::fsread::ReadError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    })
+                });
+        match read {
             Ok(text) => known.add_text(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
                 return Err(SshError::KnownHostsRead {
                     path: path.clone(),
-                    source,
+                    source: e.into(),
                 });
             }
         }

@@ -248,10 +248,22 @@ pub fn append_entry(path: &Path, host: &str, port: u16, key: &PublicKey) -> Resu
         .append(true)
         .create(true)
         .mode(0o600)
+        // A FIFO or device in its place must neither block nor be written to.
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file; known_hosts must be a plain file",
+                path.display()
+            ),
+        ));
+    }
     // A file whose last line lacks a newline would otherwise glue our entry onto it.
     let mut text = String::new();
-    let len = file.metadata()?.len();
+    let len = meta.len();
     if len > 0 {
         let mut last = [0u8; 1];
         file.seek(SeekFrom::Start(len - 1))?;

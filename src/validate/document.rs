@@ -17,7 +17,7 @@ use crate::diag::{Diagnostic, Position};
 /// Files larger than this are refused before parsing. A server file is a few hundred
 /// bytes; a multi-megabyte one is a mistake (or an attack) and would slow every
 /// pre-commit run.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
+pub const MAX_FILE_BYTES: usize = crate::fsread::cap::RESOURCE as usize;
 
 /// Alias expansion budget in nodes. A resource never needs more; a "billion laughs"
 /// document hits it at once instead of exhausting memory.
@@ -90,47 +90,28 @@ pub fn escape_pointer_segment(segment: &str) -> String {
 /// large, not a regular file) come back as diagnostics, never as `Err`.
 pub fn read(path: &Path) -> Result<(String, Document), Diagnostic> {
     let at = Position::START;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Diagnostic::error("unreadable", path, at, format!("cannot read the file: {e}"))
-            .help("check that the file exists and that chom may read it")
+    // Never blocks (FIFOs, devices, /proc files are refused) and never reads past the cap.
+    let bytes = crate::fsread::read(path, crate::fsread::cap::RESOURCE).map_err(|e| {
+        let help = match &e {
+            crate::fsread::ReadError::NotAFile {
+                what: "a directory", ..
+            } => "pass the files inside it, or the folder with --inventory",
+            crate::fsread::ReadError::NotAFile { .. } => {
+                "resources must be plain files (pipes, sockets, devices and /proc or /sys files are refused)"
+            }
+            crate::fsread::ReadError::TooLarge { .. } => {
+                "a resource file describes one server or role; split or trim it"
+            }
+            other => other.help(),
+        };
+        let message = match &e {
+            crate::fsread::ReadError::TooLarge { .. } => {
+                format!("the file is larger than {MAX_FILE_BYTES} bytes, the limit for resources")
+            }
+            other => other.problem(),
+        };
+        Diagnostic::error(e.code(), path, at, message).help(help)
     })?;
-    if meta.is_dir() {
-        return Err(
-            Diagnostic::error("not-a-file", path, at, "this is a directory, not a resource file")
-                .help("pass the files inside it, or the folder with --inventory"),
-        );
-    }
-    if !meta.is_file() {
-        // A FIFO or device would block the read forever.
-        return Err(
-            Diagnostic::error("not-a-file", path, at, "not a regular file (a pipe, socket or device)")
-                .help("resources must be plain files"),
-        );
-    }
-    if meta.len() > MAX_FILE_BYTES as u64 {
-        return Err(Diagnostic::error(
-            "too-large",
-            path,
-            at,
-            format!(
-                "the file is {} bytes; resources are limited to {MAX_FILE_BYTES} bytes",
-                meta.len()
-            ),
-        )
-        .help("a resource file describes one server or role; split or trim it"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostic::error("unreadable", path, at, format!("cannot read the file: {e}"))
-            .help("check the file's permissions")
-    })?;
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(Diagnostic::error(
-            "too-large",
-            path,
-            at,
-            "the file grew past the size limit while being read",
-        ));
-    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|b| **b == b'\n').count() + 1;

@@ -268,6 +268,23 @@ pub(super) fn defined_secrets(dir: &Path, out: &mut Vec<Diagnostic>) -> BTreeMap
     defined
 }
 
+/// Every `scripts/lib/*.sh` is sent ahead of every script, so one that cannot be read is
+/// an error; one that is not a regular file (a FIFO, a device, a /proc file) is left out
+/// of the scripts, never read.
+pub(super) fn script_library(layout: &Layout, out: &mut Vec<Diagnostic>) {
+    for lib in layout.script_library() {
+        if let Err(e) = crate::fsread::read(&lib, crate::fsread::cap::SCRIPT) {
+            let message = match &e {
+                crate::fsread::ReadError::NotAFile { .. } => {
+                    format!("{}; it is left out of every script", e.problem())
+                }
+                _ => format!("{}; no script can be sent until it is fixed", e.problem()),
+            };
+            out.push(Diagnostic::error(e.code(), &lib, Position::START, message).help(e.help()));
+        }
+    }
+}
+
 /// The rules that need the whole tree.
 pub(super) fn cross_file(parsed: &mut [Parsed], layout: &Layout, secrets: &BTreeMap<Option<String>, BTreeSet<String>>) {
     duplicate_names(parsed);
