@@ -303,8 +303,22 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     // Start watching before the first listing so nothing changed in between is missed.
     let (watcher, mut changes) = Watcher::start(&paths, config.watch)?;
     refresh(&shared).await?;
-    let servers = shared.store().servers.len();
+    let (servers, suspended) = {
+        let store = shared.store();
+        let suspended = store.servers.values().filter(|t| t.desired.suspend).count();
+        (store.servers.len(), suspended)
+    };
     info!(servers, workers = config.workers, shard = %config.shard, "daemon started");
+    let paced = first_pass_pacing(servers - suspended, config.queue.rate_per_sec, config.queue.burst);
+    info!(
+        servers = servers - suspended,
+        suspended,
+        rate = config.queue.rate_per_sec,
+        burst = config.queue.burst,
+        seconds = paced.as_secs(),
+        "first pass paced by the start rate: the last server starts after about {}s (suspended servers cost nothing)",
+        paced.as_secs()
+    );
     shared.controller.audit(
         "daemon.started",
         serde_json::json!({"servers": servers, "pid": std::process::id()}),
@@ -550,6 +564,17 @@ async fn worker(shared: Arc<Shared>, hard_stop: CancellationToken) {
     }
 }
 
+/// When the last of `servers` starts on the first pass: a burst of `burst` at once, then
+/// `rate` a second.
+fn first_pass_pacing(servers: usize, rate: f64, burst: u32) -> Duration {
+    let paced = servers.saturating_sub(burst.max(1) as usize) as f64;
+    if rate.is_finite() && rate > 0.0 {
+        Duration::from_secs_f64(paced / rate)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// One pass of one server through the controller; then the systemd status line and the
 /// servers that were waiting for this one.
 async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
@@ -560,6 +585,11 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
         };
         (tracked.server(), tracked.checked)
     };
+    // A suspended server's pass only writes its status: it does not spend the fleet's
+    // start rate, so suspended servers never slow the first pass of the rest.
+    if server.desired.suspend {
+        shared.queue.refund();
+    }
     let waiting = shared.waiters().remove(name).unwrap_or_default();
     // The first pass over each server after start (or SIGHUP), and a pass someone asked
     // for (`chom reconcile` handed over), check every component.

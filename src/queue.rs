@@ -240,6 +240,14 @@ impl<K: Clone + Eq + Hash + Ord + Send + Sync + Debug + 'static> Queue<K> {
         }
     }
 
+    /// Gives back the start token the last [`get`](Queue::get) took, for work that costs the
+    /// fleet nothing (a suspended server's pass).
+    pub fn refund(&self) {
+        let (mut state, now) = self.shared.lock();
+        state.refund(now);
+        self.shared.wake_if_needed(&mut state, now);
+    }
+
     /// Marks `key` as no longer processing. If it was added meanwhile, it is queued again.
     pub fn done(&self, key: &K) {
         let (mut state, now) = self.shared.lock();

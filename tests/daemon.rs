@@ -732,3 +732,70 @@ fn idle_connections_beyond_the_descriptor_limit_do_not_make_the_metrics_listener
     assert!(answer.unwrap().contains("chom_workqueue_depth"));
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
+
+#[test]
+fn owners_that_would_overlap_are_refused_whatever_their_state_dir_or_shard_layout() {
+    let fleet = Fleet::new();
+    fleet.write_file_server("web-1", "one");
+    let mut s0 = fleet.daemon(&["--shard", "0/2"]);
+    wait_for("shard 0/2 started", &s0, || s0.log().contains("daemon started"));
+    let other_state = tempfile::tempdir().unwrap();
+    let known_hosts = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+    let refused = |args: &[&str], says: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--known-hosts", &known_hosts]);
+        let out = chom(&fleet, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} was not refused: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("PID {}", s0.child.id())),
+            "{args:?} names the owner: {stderr}"
+        );
+    };
+    // The whole tree, from any state dir, overlaps every shard.
+    refused(&["daemon"], "is owned by chom daemon");
+    refused(
+        &["daemon", "--state-dir", other_state.path().to_str().unwrap()],
+        "is owned by chom daemon",
+    );
+    // Another N would hash servers into other shards.
+    refused(&["daemon", "--shard", "1/3"], "shard layout K/2");
+    // The same shard twice, from another state dir.
+    refused(
+        &[
+            "daemon",
+            "--shard",
+            "0/2",
+            "--state-dir",
+            other_state.path().to_str().unwrap(),
+        ],
+        "is owned by chom daemon",
+    );
+    // The other shard of the same layout is welcome.
+    let mut s1 = fleet.daemon(&["--shard", "1/2"]);
+    wait_ready(&fleet, &s0, "web-1");
+    assert!(s1.child.try_wait().unwrap().is_none(), "shard 1/2 exited: {}", s1.log());
+    assert!(s1.terminate().success());
+    assert!(s0.terminate().success());
+}
+
+#[test]
+fn suspended_servers_spend_none_of_the_start_rate() {
+    let fleet = Fleet::new();
+    // At one start per second, twenty suspended servers ahead of it would hold the active
+    // one back by twenty seconds if each took a token.
+    for i in 0..20 {
+        let text = fleet.server_text(&format!("a-{i:02}"), "  suspend: true\n");
+        fleet.write(&format!("a-{i:02}"), &text);
+    }
+    fleet.write_file_server("z-web", "one");
+    let started = Instant::now();
+    let mut daemon = fleet.daemon(&["--rate", "1", "--burst", "1"]);
+    wait_ready(&fleet, &daemon, "z-web");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the active server waited {took:?}");
+    let suspended = fleet.status("a-00").unwrap();
+    assert_eq!(condition(&suspended, "Ready")["reason"], "Suspended", "{suspended}");
+    assert!(daemon.terminate().success());
+}

@@ -71,9 +71,34 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// Gives back a token taken for work that did not happen (a suspended server's pass
+    /// opens no connection), never beyond a full bucket.
+    pub(super) fn refund(&mut self, now: Instant) {
+        if let Some(interval) = self.interval {
+            self.tat = self.tat.checked_sub(interval).map_or(now, |tat| tat.max(now));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refunded_token_can_be_taken_again_but_never_overfills_the_bucket() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 2, start);
+        assert!(bucket.try_take(start) && bucket.try_take(start));
+        assert!(!bucket.try_take(start));
+        bucket.refund(start);
+        assert!(bucket.try_take(start));
+        assert!(!bucket.try_take(start));
+        let mut full = TokenBucket::new(10.0, 2, start);
+        full.refund(start);
+        full.refund(start);
+        assert_eq!((0..5).filter(|_| full.try_take(start)).count(), 2);
+    }
 
     #[test]
     fn a_full_bucket_grants_the_burst_then_one_per_interval() {

@@ -138,6 +138,10 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
         Some(key)
     }
 
+    pub(super) fn refund(&mut self, now: Instant) {
+        self.bucket.refund(now);
+    }
+
     pub(super) fn wanted(&self, now: Instant) -> Wanted {
         if !self.ready.is_empty() {
             if self.bucket.has_token(now) {

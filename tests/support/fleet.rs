@@ -153,16 +153,13 @@ impl Fleet {
                 "--known-hosts",
                 self.sshd.known_hosts.to_str().unwrap(),
             ])
-            .args([
-                "--rate",
-                "1000",
-                "--burst",
-                "1000",
-                "--debounce",
-                "100ms",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            // Unpaced unless the test sets its own start rate.
+            .args(if extra.contains(&"--rate") {
+                &[][..]
+            } else {
+                &["--rate", "1000", "--burst", "1000"][..]
+            })
+            .args(["--debounce", "100ms", "--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
