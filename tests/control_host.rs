@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use realhost::RealHost;
+use realhost::{RealHost, copy_dir, eventually};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -36,30 +36,6 @@ mkdir -p /var/lib/chom-probe
 printf '%s\n' "$wanted" > "$target"
 echo "::chom:: changed"
 "#;
-
-/// Polls `check` every second, at most `secs` times.
-#[track_caller]
-fn eventually(what: &str, secs: u32, mut check: impl FnMut() -> bool) {
-    for _ in 0..secs {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    panic!("timed out after {secs} s waiting for {what}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
 
 /// Every file under `dir`, read as text where it is text.
 fn all_text(dir: &Path) -> String {

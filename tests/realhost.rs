@@ -5,10 +5,10 @@
 #[path = "support/realhost.rs"]
 mod realhost;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use realhost::RealHost;
+use realhost::{RealHost, copy_dir, eventually};
 use serde_json::Value;
 
 const MARIADB_PASSWORD: &str = "db-pass-e2e-7b1c";
@@ -149,18 +149,6 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
             walk(&p, f);
         } else {
             f(&p);
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &PathBuf) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
         }
     }
 }
@@ -355,18 +343,6 @@ fn the_hosting_stack_on_a_real_server() {
 }
 
 const SMTP_PASSWORD: &str = "smtp-pass-e2e-40d2";
-
-/// Polls `check` every second, at most `secs` times.
-#[track_caller]
-fn eventually(what: &str, secs: u32, mut check: impl FnMut() -> bool) {
-    for _ in 0..secs {
-        if check() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
-    panic!("timed out after {secs} s waiting for {what}");
-}
 
 /// The release name of this machine's CPU (the containers share it).
 fn release_arch() -> &'static str {

@@ -56,6 +56,30 @@ impl Fleet {
         std::fs::write(self.dir.path().join(format!("inventory.d/{name}.yaml")), text).unwrap();
     }
 
+    /// `chom reconcile` with JSON trace logs and the age identity `key`.
+    fn reconcile_traced(&self, key: &Path) -> Output {
+        self.chom(
+            &[
+                "--log-format",
+                "json",
+                "-vv",
+                "reconcile",
+                "--known-hosts",
+                self.sshd.known_hosts.to_str().unwrap(),
+                "--age-identity",
+                key.to_str().unwrap(),
+            ],
+            "",
+        )
+    }
+
+    /// Writes `scripts/<path>`.
+    fn script(&self, path: &str, body: impl AsRef<[u8]>) {
+        let path = self.dir.path().join("scripts").join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+
     fn out(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("{name}.out"))
     }
@@ -133,11 +157,7 @@ fn an_explicit_pass_checks_every_component_and_reapplies_only_what_changed() {
     );
     assert_eq!(component(&s, "file")["lastCheckResult"], "InSync");
     assert!(component(&s, "file")["lastCheckTime"].is_string());
-    std::fs::write(
-        fleet.dir.path().join("scripts/file.sh"),
-        format!("{FILE_SCRIPT}\n# edited\n"),
-    )
-    .unwrap();
+    fleet.script("file.sh", format!("{FILE_SCRIPT}\n# edited\n"));
     assert!(fleet.reconcile(&[]).status.success());
     assert_eq!(runs(&out), ["apply", "check", "apply"], "a changed script is applied");
     fleet.server("web-1", &spec("bye"));
@@ -329,7 +349,7 @@ fn plan_shows_pending_changes_and_changes_nothing() {
     fleet.server("web-1", &spec("bye"));
     let text = String::from_utf8_lossy(&fleet.plan().stdout).into_owned();
     assert!(text.contains("config changed"), "{text}");
-    std::fs::write(fleet.dir.path().join("scripts/file.sh"), format!("{FILE_SCRIPT}# v2\n")).unwrap();
+    fleet.script("file.sh", format!("{FILE_SCRIPT}# v2\n"));
     let text = String::from_utf8_lossy(&fleet.plan().stdout).into_owned();
     assert!(text.contains("script changed"), "{text}");
     assert_eq!(
@@ -343,11 +363,7 @@ fn plan_shows_pending_changes_and_changes_nothing() {
 fn a_hanging_component_is_killed_at_its_deadline() {
     let fleet = Fleet::new();
     let pidfile = fleet.dir.path().join("hang.pid");
-    std::fs::write(
-        fleet.dir.path().join("scripts/hang.sh"),
-        format!("echo $$ > {}\nexec sleep 300\n", pidfile.display()),
-    )
-    .unwrap();
+    fleet.script("hang.sh", format!("echo $$ > {}\nexec sleep 300\n", pidfile.display()));
     fleet.server("web-1", "  components:\n    - name: hang\n      timeout: 2s\n");
     let started = std::time::Instant::now();
     let run = fleet.reconcile(&[]);
@@ -368,11 +384,7 @@ fn a_hanging_component_is_killed_at_its_deadline() {
 fn depends_on_orders_servers_within_one_pass() {
     let fleet = Fleet::new();
     let log = fleet.dir.path().join("order.log");
-    std::fs::write(
-        fleet.dir.path().join("scripts/order.sh"),
-        format!("echo \"$CHOM_SERVER\" >> {}\n", log.display()),
-    )
-    .unwrap();
+    fleet.script("order.sh", format!("echo \"$CHOM_SERVER\" >> {}\n", log.display()));
     fleet.server("db-1", "  components:\n    - name: order\n");
     fleet.server("app-1", "  dependsOn: [db-1]\n  components:\n    - name: order\n");
     fleet.server("web-1", "  dependsOn: [app-1]\n  components:\n    - name: order\n");
@@ -435,14 +447,10 @@ fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
 
     let got = fleet.dir.path().join("got.txt");
-    std::fs::write(
-        fleet.dir.path().join("scripts/use-secret.sh"),
-        format!(
+    fleet.script("use-secret.sh", format!(
             "sleep 1\nprintf '%s' \"$DB_PASSWORD\" > {got}\necho \"::chom:: warning connecting with $DB_PASSWORD\"\necho \"password was $DB_PASSWORD\" >&2\nexit 4\n",
             got = got.display()
-        ),
-    )
-    .unwrap();
+        ));
     fleet.server(
         "web-1",
         "  secrets: [DB_PASSWORD]\n  components:\n    - name: use-secret\n",
@@ -477,19 +485,7 @@ fn secrets_reach_scripts_only_through_stdin_and_are_redacted_everywhere() {
             (seen, samples)
         })
     };
-    let run = fleet.chom(
-        &[
-            "--log-format",
-            "json",
-            "-vv",
-            "reconcile",
-            "--known-hosts",
-            fleet.sshd.known_hosts.to_str().unwrap(),
-            "--age-identity",
-            key.to_str().unwrap(),
-        ],
-        "",
-    );
+    let run = fleet.reconcile_traced(&key);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (seen, samples) = sampler.join().unwrap();
     assert!(samples > 3, "the sampler ran during the script");
@@ -563,7 +559,7 @@ fn rollback_reapplies_the_previous_script_and_pins_until_resume() {
     let fleet = Fleet::new();
     let out = fleet.out("web-1");
     let script = |v: &str| format!("printf '{v}' > \"$CHOM_CFG_PATH\"\necho '::chom:: changed'\n");
-    std::fs::write(fleet.dir.path().join("scripts/app.sh"), script("v1")).unwrap();
+    fleet.script("app.sh", script("v1"));
     fleet.server(
         "web-1",
         &format!(
@@ -572,7 +568,7 @@ fn rollback_reapplies_the_previous_script_and_pins_until_resume() {
         ),
     );
     assert!(fleet.reconcile(&[]).status.success());
-    std::fs::write(fleet.dir.path().join("scripts/app.sh"), script("v2")).unwrap();
+    fleet.script("app.sh", script("v2"));
     assert!(fleet.reconcile(&[]).status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "v2");
 
@@ -620,17 +616,8 @@ fn rollback_reapplies_the_previous_script_and_pins_until_resume() {
 fn shared_helpers_in_scripts_lib_are_sent_before_each_script() {
     let fleet = Fleet::new();
     let out = fleet.out("web-1");
-    std::fs::create_dir_all(fleet.dir.path().join("scripts/lib")).unwrap();
-    std::fs::write(
-        fleet.dir.path().join("scripts/lib/helpers.sh"),
-        "greet() { printf 'hello %s' \"$1\"; }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        fleet.dir.path().join("scripts/greet.sh"),
-        "greet \"$CHOM_SERVER\" > \"$CHOM_CFG_PATH\"\n",
-    )
-    .unwrap();
+    fleet.script("lib/helpers.sh", "greet() { printf 'hello %s' \"$1\"; }\n");
+    fleet.script("greet.sh", "greet \"$CHOM_SERVER\" > \"$CHOM_CFG_PATH\"\n");
     fleet.server(
         "web-1",
         &format!(
@@ -642,11 +629,7 @@ fn shared_helpers_in_scripts_lib_are_sent_before_each_script() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello web-1");
     // A changed helper changes the digest: the component is applied again.
     let digest = component(&fleet.status("web-1"), "greet")["appliedDigest"].clone();
-    std::fs::write(
-        fleet.dir.path().join("scripts/lib/helpers.sh"),
-        "greet() { printf 'hi %s' \"$1\"; }\n",
-    )
-    .unwrap();
+    fleet.script("lib/helpers.sh", "greet() { printf 'hi %s' \"$1\"; }\n");
     assert!(fleet.reconcile(&[]).status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "hi web-1");
     assert_ne!(component(&fleet.status("web-1"), "greet")["appliedDigest"], digest);
@@ -785,7 +768,7 @@ const SLOW_SCRIPT: &str =
     "echo $$ > \"$CHOM_CFG_PIDFILE\"\nsleep \"$CHOM_CFG_SECONDS\"\necho done > \"$CHOM_CFG_PIDFILE.done\"\n";
 
 fn slow_server(fleet: &Fleet, name: &str, seconds: u32) -> std::path::PathBuf {
-    std::fs::write(fleet.dir.path().join("scripts/slow.sh"), SLOW_SCRIPT).unwrap();
+    fleet.script("slow.sh", SLOW_SCRIPT);
     let pidfile = fleet.dir.path().join(format!("{name}.pid"));
     fleet.server(
         name,
@@ -892,18 +875,13 @@ fn scripts_arrive_byte_for_byte_and_status_keeps_the_end_of_long_output() {
     .into_bytes();
     let at = latin1.iter().position(|&b| b == 1).unwrap();
     latin1[at] = 0xE9;
-    std::fs::write(fleet.dir.path().join("scripts/latin1.sh"), &latin1).unwrap();
-    std::fs::write(
-        fleet.dir.path().join("scripts/many.sh"),
+    fleet.script("latin1.sh", &latin1);
+    fleet.script(
+        "many.sh",
         "i=0; while [ $i -lt 20002 ]; do echo \"::chom:: resource file /srv/$i\"; i=$((i + 1)); done\n",
-    )
-    .unwrap();
+    );
     // 3 MB of stderr, then the line that says what went wrong.
-    std::fs::write(
-        fleet.dir.path().join("scripts/noisy.sh"),
-        "i=0; while [ $i -lt 30000 ]; do printf '%0100d\\n' $i >&2; i=$((i + 1)); done\necho 'the real error: disk full' >&2\nexit 3\n",
-    )
-    .unwrap();
+    fleet.script("noisy.sh", "i=0; while [ $i -lt 30000 ]; do printf '%0100d\\n' $i >&2; i=$((i + 1)); done\necho 'the real error: disk full' >&2\nexit 3\n");
     fleet.server(
         "web-1",
         "  components:\n    - name: latin1\n    - name: many\n    - name: noisy\n",
@@ -929,14 +907,13 @@ fn scripts_arrive_byte_for_byte_and_status_keeps_the_end_of_long_output() {
 fn a_script_left_running_by_a_killed_run_never_runs_twice_at_once() {
     let fleet = Fleet::new();
     let log = fleet.dir.path().join("overlap.log");
-    std::fs::write(
-        fleet.dir.path().join("scripts/slow.sh"),
+    fleet.script(
+        "slow.sh",
         format!(
             "echo \"start $$\" >> '{log}'\nsleep 5\necho \"end $$\" >> '{log}'\necho '::chom:: changed'\n",
             log = log.display()
         ),
-    )
-    .unwrap();
+    );
     fleet.server("web-1", "  components:\n    - name: slow\n      timeout: 60s\n");
     // The first run dies (kill -9) while its script runs on the server, which goes on.
     let (mut first, _) = spawn_reconcile(&fleet, &[]);
@@ -967,28 +944,12 @@ fn a_secret_printed_with_its_escapes_interpreted_or_in_hex_is_redacted() {
     assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
     let set = fleet.chom(&["secrets", "set", "DB_PASSWORD"], VALUE);
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
-    std::fs::write(
-        fleet.dir.path().join("scripts/use-secret.sh"),
-        "printf '%b\\n' \"password was $DB_PASSWORD\" >&2\nprintf '%s' \"$DB_PASSWORD\" | od -An -tx1 | tr -d ' \\n' >&2\nexit 4\n",
-    )
-    .unwrap();
+    fleet.script("use-secret.sh", "printf '%b\\n' \"password was $DB_PASSWORD\" >&2\nprintf '%s' \"$DB_PASSWORD\" | od -An -tx1 | tr -d ' \\n' >&2\nexit 4\n");
     fleet.server(
         "web-1",
         "  secrets: [DB_PASSWORD]\n  components:\n    - name: use-secret\n",
     );
-    let run = fleet.chom(
-        &[
-            "--log-format",
-            "json",
-            "-vv",
-            "reconcile",
-            "--known-hosts",
-            fleet.sshd.known_hosts.to_str().unwrap(),
-            "--age-identity",
-            key.to_str().unwrap(),
-        ],
-        "",
-    );
+    let run = fleet.reconcile_traced(&key);
     assert_eq!(run.status.code(), Some(1), "the script exits 4");
     let s = fleet.status("web-1");
     let message = component(&s, "use-secret")["message"].as_str().unwrap().to_owned();

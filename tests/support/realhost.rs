@@ -256,3 +256,28 @@ impl Drop for Mirror {
         }
     }
 }
+
+/// Polls `check` every second, at most `secs` times.
+#[track_caller]
+pub fn eventually(what: &str, secs: u32, mut check: impl FnMut() -> bool) {
+    for _ in 0..secs {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+/// Copies the tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
