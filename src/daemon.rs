@@ -145,8 +145,26 @@ impl handoff::Handler for Shared {
             "reconcile.requested",
             serde_json::json!({"by": by, "servers": accepted.len()}),
         );
-        for name in &accepted {
-            self.queue.add(name.clone());
+        // A requested pass on a server whose connection is open costs no handshake, which
+        // is what the start rate paces: it starts at once. Others wait their turn.
+        let open: Vec<bool> = {
+            let store = self.store();
+            accepted
+                .iter()
+                .map(|name| {
+                    store.servers.get(name).is_some_and(|t| {
+                        let target = crate::detect::target_for(&t.entry, &self.config.base);
+                        self.controller.ctx.transport.is_connected(&target)
+                    })
+                })
+                .collect()
+        };
+        for (name, open) in accepted.iter().zip(open) {
+            if open {
+                self.queue.add_express(name.clone());
+            } else {
+                self.queue.add(name.clone());
+            }
         }
         (accepted, rx)
     }

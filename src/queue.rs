@@ -131,6 +131,15 @@ impl<K: Clone + Eq + Hash + Ord + Send + Sync + Debug + 'static> Queue<K> {
         self.shared.wake_if_needed(&mut state, now);
     }
 
+    /// Like [`add`](Queue::add), but `key` goes ahead of the queued keys and starts without a
+    /// token from the start-rate bucket: for a pass someone asked for on a server whose
+    /// connection is open already, which costs the fleet no handshake.
+    pub fn add_express(&self, key: K) {
+        let (mut state, now) = self.shared.lock();
+        state.add_express(key);
+        self.shared.wake_if_needed(&mut state, now);
+    }
+
     /// Queues `key` once `delay` has passed. If the key is already scheduled, the earlier of the
     /// two deadlines wins. A zero delay is [`add`](Queue::add). The deadline is kept even if the
     /// key is queued or processing meanwhile: when it comes, the key is added as by `add`

@@ -254,6 +254,11 @@ impl Transport {
         self.pool.open_connections()
     }
 
+    /// True when `target` has a live pooled connection: a call now needs no handshake.
+    pub fn is_connected(&self, target: &Target) -> bool {
+        self.pool.is_open(target)
+    }
+
     /// Disconnects the pooled connection of one target, if any.
     pub async fn disconnect(&self, target: &Target) {
         self.pool.close(target).await;

@@ -799,3 +799,27 @@ fn suspended_servers_spend_none_of_the_start_rate() {
     assert_eq!(condition(&suspended, "Ready")["reason"], "Suspended", "{suspended}");
     assert!(daemon.terminate().success());
 }
+
+#[test]
+fn a_requested_pass_on_open_connections_is_not_held_back_by_the_start_rate() {
+    let fleet = Fleet::new();
+    for i in 0..8 {
+        fleet.write_file_server(&format!("web-{i}"), "one");
+    }
+    // The first pass spends the whole burst; a token then comes every 5 s.
+    let mut daemon = fleet.daemon(&["--rate", "0.2", "--burst", "8"]);
+    for i in 0..8 {
+        wait_ready(&fleet, &daemon, &format!("web-{i}"));
+    }
+    // Every server's connection is pooled now: the requested pass needs no handshake, so
+    // it does not wait 35 s for seven more tokens.
+    let kh = fleet.sshd.known_hosts.to_str().unwrap().to_owned();
+    let started = Instant::now();
+    let handed = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&handed.stdout).into_owned();
+    assert!(handed.status.success(), "{text}{}", String::from_utf8_lossy(&handed.stderr));
+    assert!(text.contains("handed to the daemon"), "{text}");
+    assert!(took < Duration::from_secs(15), "the requested pass took {took:?}");
+    assert!(daemon.terminate().success());
+}

@@ -53,6 +53,9 @@ pub(super) struct State<K> {
     scheduled: BTreeSet<(Instant, K)>,
     deadlines: HashMap<K, Instant>,
     failures: HashMap<K, u32>,
+    /// Keys that start without a token, ahead of the rest: passes someone asked for on
+    /// servers whose connection is already open (no handshake to pace).
+    express: HashSet<K>,
     pub(super) bucket: TokenBucket,
     pub(super) jitter: Jitter,
     pub(super) duty: Duty,
@@ -70,6 +73,7 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
             scheduled: BTreeSet::new(),
             deadlines: HashMap::new(),
             failures: HashMap::new(),
+            express: HashSet::new(),
             bucket,
             jitter,
             duty: Duty::Free,
@@ -87,8 +91,31 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
         if self.processing.contains(&key) {
             self.dirty.insert(key);
         } else if self.queued.insert(key.clone()) {
-            self.ready.push_back(key);
+            if self.express.contains(&key) {
+                self.ready.push_front(key);
+            } else {
+                self.ready.push_back(key);
+            }
         }
+    }
+
+    /// Like [`add`](State::add), but the key starts ahead of the others and spends no token.
+    pub(super) fn add_express(&mut self, key: K) {
+        if self.closed {
+            return;
+        }
+        self.express.insert(key.clone());
+        if self.queued.contains(&key) {
+            self.ready.retain(|queued| *queued != key);
+            self.ready.push_front(key);
+        } else {
+            self.add(key);
+        }
+    }
+
+    /// True when the next ready key starts without a token.
+    fn express_next(&self) -> bool {
+        self.ready.front().is_some_and(|key| self.express.contains(key))
     }
 
     /// Schedules `key` for `at`, keeping an earlier existing deadline. Deadlines already past
@@ -129,10 +156,11 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
 
     /// Hands out the oldest ready key if the token bucket allows a start now.
     pub(super) fn take(&mut self, now: Instant) -> Option<K> {
-        if self.ready.is_empty() || !self.bucket.try_take(now) {
+        if self.ready.is_empty() || !(self.express_next() || self.bucket.try_take(now)) {
             return None;
         }
         let key = self.ready.pop_front()?;
+        self.express.remove(&key);
         self.queued.remove(&key);
         self.processing.insert(key.clone());
         Some(key)
@@ -144,7 +172,7 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
 
     pub(super) fn wanted(&self, now: Instant) -> Wanted {
         if !self.ready.is_empty() {
-            if self.bucket.has_token(now) {
+            if self.express_next() || self.bucket.has_token(now) {
                 Wanted::Worker
             } else {
                 // Scheduled keys do not matter here: nothing can start before the next token.
@@ -179,6 +207,7 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
         }
         self.dirty.remove(key);
         self.failures.remove(key);
+        self.express.remove(key);
         if self.processing.contains(key) {
             self.removed.insert(key.clone());
         }
@@ -213,6 +242,7 @@ impl<K: Clone + Eq + Hash + Ord + Debug> State<K> {
         self.scheduled.clear();
         self.deadlines.clear();
         self.failures.clear();
+        self.express.clear();
     }
 
     pub(super) fn is_closed(&self) -> bool {

@@ -449,3 +449,34 @@ async fn odd_calls_do_not_panic() {
         assert_eq!(worker.await.unwrap(), None);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn express_keys_start_first_and_spend_no_token() {
+    let queue: Queue<&'static str> = Queue::new(QueueConfig {
+        rate_per_sec: 1.0,
+        burst: 1,
+        jitter: 0.0,
+        ..QueueConfig::default()
+    });
+    queue.add("a");
+    queue.add("b");
+    assert_eq!(queue.get().await, Some("a"), "the burst's one token");
+    // Without a token, "b" waits a second; express keys go ahead of it at once.
+    queue.add_express("x");
+    queue.add_express("b");
+    let started = Instant::now();
+    let first = queue.get().await;
+    let second = queue.get().await;
+    assert_eq!((first, second), (Some("b"), Some("x")));
+    assert!(started.elapsed() < MS, "express keys waited {:?}", started.elapsed());
+    // The bucket is untouched: the next ordinary key still gets its token after a second.
+    queue.add("c");
+    assert_eq!(queue.get().await, Some("c"));
+    assert!(started.elapsed() >= Duration::from_millis(999));
+    // Re-added while processing, an express key comes back as one.
+    queue.add_express("x");
+    queue.done(&"x");
+    let again = Instant::now();
+    assert_eq!(queue.get().await, Some("x"));
+    assert!(again.elapsed() < MS);
+}

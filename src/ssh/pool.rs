@@ -198,6 +198,16 @@ impl Pool {
             .count()
     }
 
+    /// True when `target` has a live pooled connection (the next call makes no handshake,
+    /// unless the connection turns out dead or idles out first).
+    pub(crate) fn is_open(&self, target: &Target) -> bool {
+        lock(&self.slots).get(&Key::of(target)).is_some_and(|slot| {
+            lock(&slot.conn)
+                .as_ref()
+                .is_some_and(|c| !c.handle.is_closed() && c.target == *target)
+        })
+    }
+
     /// Closes the connection of one target, if there is one (a server removed from the
     /// inventory must not keep a session open until the idle timeout).
     pub(crate) async fn close(&self, target: &Target) {
