@@ -818,7 +818,11 @@ fn a_requested_pass_on_open_connections_is_not_held_back_by_the_start_rate() {
     let handed = chom(&fleet, &["reconcile", "--known-hosts", &kh]);
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&handed.stdout).into_owned();
-    assert!(handed.status.success(), "{text}{}", String::from_utf8_lossy(&handed.stderr));
+    assert!(
+        handed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&handed.stderr)
+    );
     assert!(text.contains("handed to the daemon"), "{text}");
     assert!(took < Duration::from_secs(15), "the requested pass took {took:?}");
     assert!(daemon.terminate().success());
