@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use crate::audit::Audit;
 use crate::desired::{self, DesiredComponent, DesiredState};
@@ -232,7 +232,25 @@ impl Controller {
         self.run(server, deployment_id, mode, unready, None).await
     }
 
+    /// [`Controller::run_gated`] inside a span naming the server and the deployment, so
+    /// every line logged about the server (gates, pass, history, status) carries its name.
     async fn run(
+        &self,
+        server: &Server,
+        deployment_id: &str,
+        mode: PassMode,
+        unready: Option<String>,
+        scripts: Option<&ScriptBytes>,
+    ) -> Done {
+        // At error level, so the span is on whatever level the filter lets through: an info
+        // span would be filtered out under the default `warn`, and the server's name with it.
+        let span = tracing::error_span!("reconcile", server = %server.name(), deployment_id = %deployment_id);
+        self.run_gated(server, deployment_id, mode, unready, scripts)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_gated(
         &self,
         server: &Server,
         deployment_id: &str,
