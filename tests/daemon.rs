@@ -799,3 +799,71 @@ fn suspended_servers_spend_none_of_the_start_rate() {
     assert_eq!(condition(&suspended, "Ready")["reason"], "Suspended", "{suspended}");
     assert!(daemon.terminate().success());
 }
+
+#[test]
+fn without_chom_log_the_daemon_logs_its_start_changes_removals_and_failures_naming_the_server() {
+    let fleet = Fleet::new();
+    std::fs::write(
+        fleet.dir.path().join("scripts/broken.sh"),
+        "echo 'no space left' >&2\nexit 3\n",
+    )
+    .unwrap();
+    fleet.write_file_server("web-1", "hello");
+    fleet.write(
+        "web-2",
+        &fleet.server_text("web-2", "  components:\n    - name: broken\n"),
+    );
+    let mut daemon = fleet.daemon_logging(&[], None);
+    wait_ready(&fleet, &daemon, "web-1");
+    wait_for("web-2's failure in its status", &daemon, || {
+        fleet
+            .status("web-2")
+            .is_some_and(|s| condition(&s, "Ready")["reason"] == "ComponentFailed")
+    });
+    std::fs::remove_file(fleet.inventory().join("web-1.yaml")).unwrap();
+    wait_for("the removal logged", &daemon, || {
+        daemon.log().contains("server removed from the inventory")
+    });
+    assert!(daemon.terminate().success());
+    let lines: Vec<Value> = daemon
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |message: &str| -> Value {
+        lines
+            .iter()
+            .find(|v| v["message"] == message)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {message:?} line in\n{}", daemon.log()))
+    };
+    let started = find("daemon started");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["servers"], 2);
+    assert_eq!(started["shard"], "0/1");
+    assert!(
+        started["inventory"].as_str().unwrap().ends_with("inventory.d"),
+        "{started}"
+    );
+    assert!(
+        started["metrics"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{started}"
+    );
+    let applied = find("component applied with changes");
+    assert_eq!(applied["level"], "INFO");
+    assert_eq!(applied["span"]["server"], "web-1", "{applied}");
+    assert_eq!(applied["component"], "file");
+    let failed = find("component failed");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["span"]["server"], "web-2", "{failed}");
+    let removed = find("server removed from the inventory");
+    assert_eq!(removed["level"], "INFO");
+    assert_eq!(removed["server"], "web-1");
+    // Every line logged inside a server's pass names it; nothing below info by default.
+    for v in &lines {
+        assert_ne!(v["level"], "DEBUG", "{v}");
+        if v["target"].as_str().is_some_and(|t| t.starts_with("chom::reconcile")) {
+            assert!(v["span"]["server"].is_string(), "{v}");
+        }
+    }
+}
