@@ -385,7 +385,14 @@ impl Controller {
     /// Metrics and audit events of a pass.
     fn observe(&self, server: &Server, outcome: &Outcome, deployment_id: &str, took: Duration) {
         if let Some(metrics) = &self.metrics {
-            metrics.observe_reconcile(outcome.result, took.as_secs_f64());
+            metrics.observe_reconcile(server.name(), outcome.result, took.as_secs_f64());
+            for step in &outcome.steps {
+                match step.kind {
+                    reconcile::StepKind::DriftCorrected => metrics.observe_drift(&step.component, true),
+                    reconcile::StepKind::DriftReported => metrics.observe_drift(&step.component, false),
+                    _ => {}
+                }
+            }
             for c in &outcome.status.components {
                 match c.state {
                     status::ComponentState::Failed => metrics.observe_component(&c.name, "failed"),

@@ -688,14 +688,7 @@ fn snapshot(shared: &Shared) -> crate::metrics::Snapshot {
     let servers = store
         .servers
         .values()
-        .map(|t| {
-            let ready = t
-                .observed
-                .condition(types::READY)
-                .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status));
-            let hw = t.observed.hardware.as_ref().map(|h| (h.cpu, h.memory_mb, h.disk_gb));
-            (t.desired.name.clone(), ready, hw)
-        })
+        .map(|t| crate::metrics::ServerGauges::from_status(&t.desired.name, &t.observed))
         .collect();
     crate::metrics::Snapshot {
         queue_depth: shared.queue.len() as i64,
