@@ -3,7 +3,9 @@
 //! the pane is captured while it works. Lines naming servers and their step and a bar
 //! with done / failed / remaining appear while it runs; log lines (the WARN of failing
 //! components, logged while the board is up) never share a screen line with the board;
-//! the final screen holds the summary. Skipped, saying so, when tmux is not installed.
+//! the final screen holds the summary. Colour codes reach a terminal unless `NO_COLOR` is
+//! set. Skipped, saying so, when tmux is not installed. `CHOM_TEST_SCREENS=FILE` keeps
+//! the captured screens of the 50-server run in FILE, to look at.
 
 #[path = "support/sshd.rs"]
 mod sshd;
@@ -223,4 +225,54 @@ fn reconcile_on_a_terminal_shows_each_server_and_a_bar_and_never_mixes_in_log_li
     );
     assert!(last.contains("chom-exit=1"), "{last}");
     assert!(!last.lines().any(is_bar), "the bar is cleared at the end:\n{last}");
+}
+
+/// The WARN line of a failing component as tmux shows it, with its colour codes
+/// (`capture-pane -e`), from a run with `no_color` as NO_COLOR (unset when `None`).
+fn warn_line_on_a_terminal(no_color: Option<&str>) -> String {
+    let sshd = sshd::Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_fleet(dir.path(), &sshd, &[1]);
+    let tmux = Tmux {
+        socket: format!("chom-colour-{}-{}", std::process::id(), no_color.is_some()),
+    };
+    let colour = match no_color {
+        Some(v) => format!("NO_COLOR={}", quote(v)),
+        None => "-u NO_COLOR".to_owned(),
+    };
+    let command = format!(
+        "cd {dir} && env -u SSH_AUTH_SOCK -u CHOM_LOG {colour} HOME={dir} {chom} reconcile --known-hosts {kh}; echo chom-exit=$?; sleep 120",
+        dir = quote(&dir.path().display().to_string()),
+        chom = quote(env!("CARGO_BIN_EXE_chom")),
+        kh = quote(&sshd.known_hosts.display().to_string()),
+    );
+    let started = tmux.run(&["new-session", "-d", "-s", "chom", "-x", "160", "-y", "20", &command]);
+    assert!(started.status.success());
+    let begun = Instant::now();
+    loop {
+        let out = tmux.run(&["capture-pane", "-p", "-e", "-S", "-", "-t", "chom"]);
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if screen.contains("chom-exit=") {
+            return screen
+                .lines()
+                .find(|l| l.contains("WARN"))
+                .unwrap_or_else(|| panic!("no WARN line:\n{screen}"))
+                .to_owned();
+        }
+        assert!(begun.elapsed() < Duration::from_secs(60), "no end:\n{screen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn log_lines_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let coloured = warn_line_on_a_terminal(None);
+    assert!(coloured.contains('\x1b'), "colour on a terminal: {coloured:?}");
+    let plain = warn_line_on_a_terminal(Some("1"));
+    assert!(!plain.contains('\x1b'), "no colour under NO_COLOR: {plain:?}");
+    assert!(plain.contains("server=server-01"), "{plain}");
 }
