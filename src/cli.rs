@@ -346,18 +346,23 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration such as 500ms, 30s or 10m"))
 }
 
-/// Sets up tracing on stderr.
-pub fn init_logging(global: &GlobalArgs) {
-    let default = match global.verbose {
-        0 => "warn",
-        1 => "debug",
+/// Sets up tracing on stderr: `warn` by default, `info` for chom's own lines in the daemon
+/// (start, applied changes, removals, failures), `-v` debug, `-vv` trace; `CHOM_LOG` (a
+/// tracing filter) overrides them. Colours only on a terminal and without `NO_COLOR`.
+/// Lines go through [`crate::progress::LogWriter`], so they never tear a progress board.
+pub fn init_logging(global: &GlobalArgs, command: &Command) {
+    let default = match (global.verbose, command) {
+        (0, Command::Daemon(_)) => "warn,chom=info",
+        (0, _) => "warn",
+        (1, _) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(crate::progress::stderr_colours(std::env::var_os("NO_COLOR")))
+        .with_writer(crate::progress::log_writer);
     let _ = match global.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

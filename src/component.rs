@@ -31,7 +31,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn as_str(self) -> &'static str {
+    /// `apply`, `check` or `remove`, as `CHOM_MODE` says it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Mode::Apply => "apply",
             Mode::Check => "check",

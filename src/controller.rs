@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use crate::audit::Audit;
 use crate::desired::{self, DesiredComponent, DesiredState};
@@ -232,7 +232,25 @@ impl Controller {
         self.run(server, deployment_id, mode, unready, None).await
     }
 
+    /// [`Controller::run_gated`] inside a span naming the server and the deployment, so
+    /// every line logged about the server (gates, pass, history, status) carries its name.
     async fn run(
+        &self,
+        server: &Server,
+        deployment_id: &str,
+        mode: PassMode,
+        unready: Option<String>,
+        scripts: Option<&ScriptBytes>,
+    ) -> Done {
+        // At error level, so the span is on whatever level the filter lets through: an info
+        // span would be filtered out under the default `warn`, and the server's name with it.
+        let span = tracing::error_span!("reconcile", server = %server.name(), deployment_id = %deployment_id);
+        self.run_gated(server, deployment_id, mode, unready, scripts)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_gated(
         &self,
         server: &Server,
         deployment_id: &str,
@@ -367,7 +385,14 @@ impl Controller {
     /// Metrics and audit events of a pass.
     fn observe(&self, server: &Server, outcome: &Outcome, deployment_id: &str, took: Duration) {
         if let Some(metrics) = &self.metrics {
-            metrics.observe_reconcile(outcome.result, took.as_secs_f64());
+            metrics.observe_reconcile(server.name(), outcome.result, took.as_secs_f64());
+            for step in &outcome.steps {
+                match step.kind {
+                    reconcile::StepKind::DriftCorrected => metrics.observe_drift(&step.component, true),
+                    reconcile::StepKind::DriftReported => metrics.observe_drift(&step.component, false),
+                    _ => {}
+                }
+            }
             for c in &outcome.status.components {
                 match c.state {
                     status::ComponentState::Failed => metrics.observe_component(&c.name, "failed"),

@@ -326,7 +326,18 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         let suspended = store.servers.values().filter(|t| t.desired.suspend).count();
         (store.servers.len(), suspended)
     };
-    info!(servers, workers = config.workers, shard = %config.shard, "daemon started");
+    let metrics_at = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    info!(
+        inventory = %config.layout.inventory.display(),
+        servers,
+        workers = config.workers,
+        shard = %config.shard,
+        metrics = %metrics_at,
+        "daemon started"
+    );
     let paced = first_pass_pacing(servers - suspended, config.queue.rate_per_sec, config.queue.burst);
     info!(
         servers = servers - suspended,
@@ -695,14 +706,7 @@ fn snapshot(shared: &Shared) -> crate::metrics::Snapshot {
     let servers = store
         .servers
         .values()
-        .map(|t| {
-            let ready = t
-                .observed
-                .condition(types::READY)
-                .map_or("Unknown".to_owned(), |c| format!("{:?}", c.status));
-            let hw = t.observed.hardware.as_ref().map(|h| (h.cpu, h.memory_mb, h.disk_gb));
-            (t.desired.name.clone(), ready, hw)
-        })
+        .map(|t| crate::metrics::ServerGauges::from_status(&t.desired.name, &t.observed))
         .collect();
     crate::metrics::Snapshot {
         queue_depth: shared.queue.len() as i64,

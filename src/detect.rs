@@ -241,6 +241,7 @@ pub async fn detect_server(
         error: None,
     };
     let previous = previous_hardware(entry);
+    crate::progress::emit(crate::progress::Event::Connecting);
     match probe(transport, &target, previous.as_ref()).await {
         Ok(hw) => {
             let specs = judge::specs(&hw, entry.server.spec.expected_specs.as_ref());
@@ -272,23 +273,33 @@ pub async fn detect_server(
 }
 
 /// Detects every server in `entries` concurrently; connections are paced and capped by
-/// the transport, so this only bounds the number of tasks alive at once.
+/// the transport, so this only bounds the number of tasks alive at once. Each server's
+/// steps and end are shown on `board`.
 pub async fn detect_all(
     transport: Arc<Transport>,
     inventory: Arc<Inventory>,
     names: Vec<String>,
     base: PathBuf,
     concurrency: usize,
+    board: &crate::progress::Board,
 ) -> Vec<Detection> {
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, name) in names.into_iter().enumerate() {
         let (transport, inventory, base, limit) = (transport.clone(), inventory.clone(), base.clone(), limit.clone());
-        tasks.spawn(async move {
+        let (board_of_task, scoped) = (board.clone(), name.clone());
+        tasks.spawn(board.scope(&scoped, async move {
             let _permit = limit.acquire_owned().await.ok();
             let entry = inventory.servers.get(&name)?;
-            Some((index, detect_server(&transport, &inventory, entry, &base).await))
-        });
+            let detection = detect_server(&transport, &inventory, entry, &base).await;
+            let how = match detection.status {
+                Health::Ok => "OK".to_owned(),
+                Health::Warn => format!("WARN {}", detection.detail()),
+                Health::Fail => format!("FAIL {}", detection.detail()),
+            };
+            board_of_task.finish(&name, detection.status != Health::Fail, &how);
+            Some((index, detection))
+        }));
     }
     let mut out: Vec<(usize, Detection)> = Vec::new();
     while let Some(joined) = tasks.join_next().await {

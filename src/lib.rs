@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod judge;
 pub mod metrics;
 pub mod pin;
+pub mod progress;
 pub mod queue;
 pub mod reconcile;
 pub mod resource;

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     // matches to tell a default value from one the user gave.
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
-    chom::cli::init_logging(&cli.global);
+    chom::cli::init_logging(&cli.global, &cli.command);
     let outcome = chom::cli::apply_tree_config(&mut cli, &matches).and_then(|()| chom::cli::run(cli));
     match outcome {
         Ok(code) => code,

@@ -1,9 +1,15 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text) and the small HTTP endpoint
 //! that serves them with `/healthz` and `/readyz`. Names follow controller-runtime's
 //! (`reconcile_total{result}`, `reconcile_time_seconds`, `workqueue_depth`, …) under a
-//! `chom_` prefix. It only counts and serves; it decides nothing.
+//! `chom_` prefix, in base units (bytes, seconds), with a per-server condition gauge like
+//! Flux's `gotk_reconcile_condition`. It only counts and serves; it decides nothing.
+//!
+//! Cardinality: the per-server series are gauges rebuilt from the daemon's state at every
+//! scrape, so a removed server's series go with it; counters carry no `server` label
+//! (they would keep a series per server forever), only `result` and `component`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::text::encode;
@@ -17,22 +23,34 @@ use tokio::net::TcpListener;
 
 type Labels = Vec<(String, String)>;
 
+/// The statuses a condition can have; `chom_server_condition` has a series for each, 1 for
+/// the current one and 0 for the others (as Flux does), so `== 1` and `== 0` both query.
+pub const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
 /// Every metric chom exports.
 pub struct Metrics {
     registry: Registry,
     reconcile_total: Family<Labels, Counter>,
     reconcile_time: Histogram,
     component_applies: Family<Labels, Counter>,
+    drift_found: Family<Labels, Counter>,
+    drift_corrected: Family<Labels, Counter>,
     /// Gauges refreshed at each scrape from the daemon's state.
     queue_depth: Gauge,
     active_workers: Gauge,
     open_connections: Gauge,
     servers: Family<Labels, Gauge>,
+    server_condition: Family<Labels, Gauge>,
+    server_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
     server_cpu: Family<Labels, Gauge>,
     server_memory: Family<Labels, Gauge>,
     server_disk: Family<Labels, Gauge>,
     status_write_failures: Counter,
     status_writes_pending: Gauge,
+    ready_gauge: Gauge,
+    /// The end of each server's last successful pass seen by this process (Unix seconds);
+    /// a status file keeps only the last few runs, so a long failing streak would lose it.
+    last_success: Mutex<HashMap<String, f64>>,
     /// The last status write error, for `/readyz` while writes are pending.
     status_write_error: Mutex<String>,
     ready: AtomicBool,
@@ -47,14 +65,60 @@ pub struct Snapshot {
     pub active_workers: i64,
     /// Pooled SSH connections.
     pub open_connections: i64,
-    /// Per server: name, Ready status (`True`/`False`/`Unknown`) and detected cpu,
-    /// memory (MB) and disk (GB) when known.
+    /// Per server: its conditions, hardware and last success.
     pub servers: Vec<ServerGauges>,
 }
 
-/// One server's row in a scrape: name, Ready status, and detected (cpu, memory MB,
-/// disk GB) when known.
-pub type ServerGauges = (String, String, Option<(u32, u64, u64)>);
+/// One server's part of a scrape.
+#[derive(Debug, Default, Clone)]
+pub struct ServerGauges {
+    /// The server's name.
+    pub name: String,
+    /// Its conditions as (type, status): `("Ready", "True")`.
+    pub conditions: Vec<(String, String)>,
+    /// Detected vCPUs, memory and root disk in bytes, when known.
+    pub hardware: Option<(u32, u64, u64)>,
+    /// When its last successful pass ended (Unix seconds), per its status.
+    pub last_success: Option<f64>,
+}
+
+impl ServerGauges {
+    /// A server's gauges from its observed status.
+    pub fn from_status(name: &str, status: &crate::status::ObservedStatus) -> ServerGauges {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        let seconds =
+            |t: crate::status::Timestamp| t.0.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).ok();
+        let last_success = status
+            .last_reconcile
+            .iter()
+            .chain(status.recent_runs.iter())
+            .filter(|r| r.result == crate::status::ReconcileResult::Succeeded)
+            .filter_map(|r| seconds(r.finished_at))
+            .fold(None, |max: Option<f64>, t| Some(max.map_or(t, |m| m.max(t))));
+        ServerGauges {
+            name: name.to_owned(),
+            conditions: status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.clone(), format!("{:?}", c.status)))
+                .collect(),
+            hardware: status
+                .hardware
+                .as_ref()
+                .map(|h| (h.cpu, h.memory_mb.saturating_mul(MIB), h.disk_gb.saturating_mul(GIB))),
+            last_success,
+        }
+    }
+
+    /// The status of its Ready condition (`Unknown` when it has none yet).
+    pub fn ready(&self) -> &str {
+        self.conditions
+            .iter()
+            .find(|(t, _)| t == crate::status::types::READY)
+            .map_or("Unknown", |(_, s)| s.as_str())
+    }
+}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -87,6 +151,18 @@ impl Metrics {
             "Component runs that applied or failed, by component and result",
             component_applies.clone(),
         );
+        let drift_found = Family::<Labels, Counter>::default();
+        registry.register(
+            "drift_found",
+            "Check runs that found a component drifted from what it applied, by component",
+            drift_found.clone(),
+        );
+        let drift_corrected = Family::<Labels, Counter>::default();
+        registry.register(
+            "drift_corrected",
+            "Drift corrected by an apply run, by component (driftPolicy: correct)",
+            drift_corrected.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "workqueue_depth",
@@ -107,18 +183,30 @@ impl Metrics {
             "Servers by the status of their Ready condition",
             servers.clone(),
         );
+        let server_condition = Family::<Labels, Gauge>::default();
+        registry.register(
+            "server_condition",
+            "A server's conditions: 1 for the status each type has, 0 for the others",
+            server_condition.clone(),
+        );
+        let server_last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "server_last_success_timestamp_seconds",
+            "When the server's last successful reconcile ended (Unix time)",
+            server_last_success.clone(),
+        );
         let server_cpu = Family::<Labels, Gauge>::default();
         registry.register("server_detected_cpu", "Detected vCPUs per server", server_cpu.clone());
         let server_memory = Family::<Labels, Gauge>::default();
         registry.register(
-            "server_detected_memory_mb",
-            "Detected memory (MB) per server",
+            "server_detected_memory_bytes",
+            "Detected memory per server (MemTotal or the cgroup limit)",
             server_memory.clone(),
         );
         let server_disk = Family::<Labels, Gauge>::default();
         registry.register(
-            "server_detected_disk_gb",
-            "Detected root disk (GB) per server",
+            "server_detected_disk_bytes",
+            "Detected size of the root filesystem per server (whole GiB, rounded up)",
             server_disk.clone(),
         );
         let status_write_failures = Counter::default();
@@ -133,36 +221,56 @@ impl Metrics {
             "Status files whose latest content could not be written yet",
             status_writes_pending.clone(),
         );
+        let ready_gauge = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (first listing done, every status file written)",
+            ready_gauge.clone(),
+        );
         Self {
             registry,
             reconcile_total,
             reconcile_time,
             component_applies,
+            drift_found,
+            drift_corrected,
             queue_depth,
             active_workers,
             open_connections,
             servers,
+            server_condition,
+            server_last_success,
             server_cpu,
             server_memory,
             server_disk,
             status_write_failures,
             status_writes_pending,
+            ready_gauge,
+            last_success: Mutex::default(),
             status_write_error: Mutex::default(),
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Counts one finished pass.
-    pub fn observe_reconcile(&self, result: crate::status::ReconcileResult, seconds: f64) {
-        let result = match result {
+    /// Counts one finished pass of `server`.
+    pub fn observe_reconcile(&self, server: &str, result: crate::status::ReconcileResult, seconds: f64) {
+        let label = match result {
             crate::status::ReconcileResult::Succeeded => "success",
             crate::status::ReconcileResult::Failed => "error",
             crate::status::ReconcileResult::Blocked => "blocked",
         };
         self.reconcile_total
-            .get_or_create(&vec![("result".to_owned(), result.to_owned())])
+            .get_or_create(&vec![("result".to_owned(), label.to_owned())])
             .inc();
         self.reconcile_time.observe(seconds);
+        if result == crate::status::ReconcileResult::Succeeded
+            && let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+        {
+            self.last_success
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(server.to_owned(), now.as_secs_f64());
+        }
     }
 
     /// Counts one component run that changed something or failed.
@@ -172,6 +280,15 @@ impl Metrics {
             ("result".to_owned(), result.to_owned()),
         ];
         self.component_applies.get_or_create(&labels).inc();
+    }
+
+    /// Counts drift a check run found in `component`, and whether it was corrected.
+    pub fn observe_drift(&self, component: &str, corrected: bool) {
+        let labels = vec![("component".to_owned(), component.to_owned())];
+        self.drift_found.get_or_create(&labels).inc();
+        if corrected {
+            self.drift_corrected.get_or_create(&labels).inc();
+        }
     }
 
     /// Marks the daemon ready (after its first full listing) for `/readyz`.
@@ -218,25 +335,52 @@ impl Metrics {
         self.queue_depth.set(snapshot.queue_depth);
         self.active_workers.set(snapshot.active_workers);
         self.open_connections.set(snapshot.open_connections);
+        self.ready_gauge.set(i64::from(self.readiness().is_ok()));
         self.servers.clear();
+        self.server_condition.clear();
+        self.server_last_success.clear();
         self.server_cpu.clear();
         self.server_memory.clear();
         self.server_disk.clear();
-        for (name, ready, hw) in &snapshot.servers {
+        let seen = self.last_success.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for s in &snapshot.servers {
             let by_status = vec![
                 ("condition".to_owned(), "Ready".to_owned()),
-                ("status".to_owned(), ready.clone()),
+                ("status".to_owned(), s.ready().to_owned()),
             ];
             self.servers.get_or_create(&by_status).inc();
-            if let Some((cpu, mem, disk)) = hw {
-                let server = vec![("server".to_owned(), name.clone())];
-                self.server_cpu.get_or_create(&server).set(i64::from(*cpu));
+            let mut conditions = s.conditions.clone();
+            if !conditions.iter().any(|(t, _)| t == crate::status::types::READY) {
+                conditions.push((crate::status::types::READY.to_owned(), "Unknown".to_owned()));
+            }
+            for (type_, current) in &conditions {
+                for status in CONDITION_STATUSES {
+                    let labels = vec![
+                        ("server".to_owned(), s.name.clone()),
+                        ("type".to_owned(), type_.clone()),
+                        ("status".to_owned(), status.to_owned()),
+                    ];
+                    self.server_condition
+                        .get_or_create(&labels)
+                        .set(i64::from(current == status));
+                }
+            }
+            let server = vec![("server".to_owned(), s.name.clone())];
+            let last = match (s.last_success, seen.get(&s.name)) {
+                (Some(a), Some(b)) => Some(a.max(*b)),
+                (a, b) => a.or(b.copied()),
+            };
+            if let Some(t) = last {
+                self.server_last_success.get_or_create(&server).set(t);
+            }
+            if let Some((cpu, mem, disk)) = s.hardware {
+                self.server_cpu.get_or_create(&server).set(i64::from(cpu));
                 self.server_memory
                     .get_or_create(&server)
-                    .set(i64::try_from(*mem).unwrap_or(i64::MAX));
+                    .set(i64::try_from(mem).unwrap_or(i64::MAX));
                 self.server_disk
                     .get_or_create(&server)
-                    .set(i64::try_from(*disk).unwrap_or(i64::MAX));
+                    .set(i64::try_from(disk).unwrap_or(i64::MAX));
             }
         }
         let mut text = String::new();
@@ -338,30 +482,62 @@ mod tests {
     #[test]
     fn the_exposition_has_the_controller_runtime_style_names() {
         let m = Metrics::new();
-        m.observe_reconcile(crate::status::ReconcileResult::Succeeded, 0.3);
+        m.observe_reconcile("web-1", crate::status::ReconcileResult::Succeeded, 0.3);
         m.observe_component("nginx", "applied");
+        m.observe_drift("nginx", true);
+        m.observe_drift("redis", false);
         let text = m.render(&Snapshot {
             queue_depth: 3,
             active_workers: 1,
             open_connections: 2,
             servers: vec![
-                ("web-1".into(), "True".into(), Some((2, 3931, 39))),
-                ("web-2".into(), "False".into(), None),
+                ServerGauges {
+                    name: "web-1".into(),
+                    conditions: vec![("Ready".into(), "True".into()), ("Drifted".into(), "False".into())],
+                    hardware: Some((2, 3931 << 20, 39 << 30)),
+                    last_success: Some(1_700_000_000.0),
+                },
+                ServerGauges {
+                    name: "web-2".into(),
+                    ..ServerGauges::default()
+                },
             ],
         });
         for needle in [
             "chom_reconcile_total{result=\"success\"} 1",
             "chom_reconcile_time_seconds_count 1",
             "chom_component_applies_total{component=\"nginx\",result=\"applied\"} 1",
+            "chom_drift_found_total{component=\"nginx\"} 1",
+            "chom_drift_found_total{component=\"redis\"} 1",
+            "chom_drift_corrected_total{component=\"nginx\"} 1",
             "chom_workqueue_depth 3",
+            "chom_ready 0",
             "chom_active_workers 1",
             "chom_ssh_open_connections 2",
             "chom_servers{condition=\"Ready\",status=\"True\"} 1",
-            "chom_server_detected_memory_mb{server=\"web-1\"} 3931",
+            "chom_servers{condition=\"Ready\",status=\"Unknown\"} 1",
+            "chom_server_condition{server=\"web-1\",type=\"Ready\",status=\"True\"} 1",
+            "chom_server_condition{server=\"web-1\",type=\"Ready\",status=\"False\"} 0",
+            "chom_server_condition{server=\"web-1\",type=\"Drifted\",status=\"False\"} 1",
+            "chom_server_condition{server=\"web-2\",type=\"Ready\",status=\"Unknown\"} 1",
+            "chom_server_detected_memory_bytes{server=\"web-1\"} 4121952256",
+            "chom_server_detected_disk_bytes{server=\"web-1\"} 41875931136",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
+        assert!(!text.contains("drift_corrected_total{component=\"redis\"}"), "{text}");
+        // The pass seen by this process is newer than the status's.
+        let last = text
+            .lines()
+            .find(|l| l.starts_with("chom_server_last_success_timestamp_seconds{server=\"web-1\"}"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let value: f64 = last.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value > 1_700_000_000.0, "{last}");
+        assert!(
+            !text.contains("last_success_timestamp_seconds{server=\"web-2\"}"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{Instrument as _, info, warn};
+use tracing::{info, warn};
 
 use scripts::Scripts;
 
@@ -163,13 +163,9 @@ pub fn new_deployment_id() -> String {
 /// Lines of stderr kept in a failed component's status.
 const STDERR_LINES: usize = 20;
 
-/// Runs one pass. Per-server failures are data in the outcome, never errors.
+/// Runs one pass. Per-server failures are data in the outcome, never errors. The caller
+/// (the controller) runs it inside a span naming the server.
 pub async fn reconcile(ctx: &Context, pass: Pass<'_>) -> Outcome {
-    let span = tracing::info_span!("reconcile", server = %pass.desired.name, deployment_id = %pass.deployment_id);
-    run_pass(ctx, pass).instrument(span).await
-}
-
-async fn run_pass(ctx: &Context, pass: Pass<'_>) -> Outcome {
     let Pass {
         entry,
         desired,
@@ -208,6 +204,7 @@ async fn run_pass(ctx: &Context, pass: Pass<'_>) -> Outcome {
             used.insert(p.name.clone(), p.script.clone());
         }
         let mut scripts = Scripts::for_pass(ctx, &target, desired, &status, &plans);
+        crate::progress::emit(crate::progress::Event::Connecting);
         let probed = match scripts.run(detect::probe_request(status.hardware.as_ref())).await {
             Ok(out) => detect::probe_outcome(&out),
             Err(e) => Err(DetectError::from(e)),
@@ -492,7 +489,7 @@ impl Components<'_, '_, '_> {
         let mut failure: Option<(String, String)> = None;
         // Keep the status list in apply order.
         let mut ordered = Vec::with_capacity(desired.components.len());
-        for (c, planned) in desired.components.iter().zip(plans) {
+        for (index, (c, planned)) in desired.components.iter().zip(plans).enumerate() {
             if let Some((failed_one, _)) = &failure
                 && (!dry_run || self.interrupted)
             {
@@ -551,6 +548,15 @@ impl Components<'_, '_, '_> {
                 deployment_id: self.pass.deployment_id,
                 secrets,
             };
+            let progress = |mode: Mode| {
+                crate::progress::emit(crate::progress::Event::Component {
+                    index: index + 1,
+                    total: desired.components.len(),
+                    name: c.name.clone(),
+                    mode: mode.as_str(),
+                });
+            };
+            progress(mode);
             let mut run = self.scripts.execute(run_of(mode), &script).await;
             let mut drift = false;
             if mode == Mode::Check
@@ -577,6 +583,7 @@ impl Components<'_, '_, '_> {
                     continue;
                 }
                 mode = Mode::Apply;
+                progress(mode);
                 run = self.scripts.execute(run_of(mode), &script).await;
             }
             let elapsed = started.elapsed().as_millis() as u64;
@@ -758,6 +765,10 @@ impl Components<'_, '_, '_> {
             deployment_id: self.pass.deployment_id,
             secrets,
         };
+        crate::progress::emit(crate::progress::Event::Doing(format!(
+            "removing {} (prune)",
+            orphan.name
+        )));
         let why = match self.scripts.execute(run, &script).await {
             Ok(out) if out.success() => {
                 info!(component = %orphan.name, "orphaned component removed (prune)");

@@ -151,6 +151,7 @@ impl Transport {
         let mut retried = false;
         loop {
             let lease = self.lease(target).await?;
+            crate::progress::emit(crate::progress::Event::Connected);
             let Lease { conn } = &lease;
             let _channel = conn.channels.acquire().await.ok();
             let job = Job {
@@ -191,6 +192,7 @@ impl Transport {
         let mut retried = false;
         loop {
             let lease = self.lease(target).await?;
+            crate::progress::emit(crate::progress::Event::Connected);
             let permit = Arc::clone(&lease.conn.channels).acquire_owned().await.ok();
             let now = Instant::now();
             let until = now + budget;

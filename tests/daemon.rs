@@ -827,3 +827,170 @@ fn a_requested_pass_on_open_connections_is_not_held_back_by_the_start_rate() {
     assert!(took < Duration::from_secs(15), "the requested pass took {took:?}");
     assert!(daemon.terminate().success());
 }
+
+#[test]
+fn without_chom_log_the_daemon_logs_its_start_changes_removals_and_failures_naming_the_server() {
+    let fleet = Fleet::new();
+    std::fs::write(
+        fleet.dir.path().join("scripts/broken.sh"),
+        "echo 'no space left' >&2\nexit 3\n",
+    )
+    .unwrap();
+    fleet.write_file_server("web-1", "hello");
+    fleet.write(
+        "web-2",
+        &fleet.server_text("web-2", "  components:\n    - name: broken\n"),
+    );
+    let mut daemon = fleet.daemon_logging(&[], None);
+    wait_ready(&fleet, &daemon, "web-1");
+    wait_for("web-2's failure in its status", &daemon, || {
+        fleet
+            .status("web-2")
+            .is_some_and(|s| condition(&s, "Ready")["reason"] == "ComponentFailed")
+    });
+    std::fs::remove_file(fleet.inventory().join("web-1.yaml")).unwrap();
+    wait_for("the removal logged", &daemon, || {
+        daemon.log().contains("server removed from the inventory")
+    });
+    assert!(daemon.terminate().success());
+    let lines: Vec<Value> = daemon
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |message: &str| -> Value {
+        lines
+            .iter()
+            .find(|v| v["message"] == message)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {message:?} line in\n{}", daemon.log()))
+    };
+    let started = find("daemon started");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["servers"], 2);
+    assert_eq!(started["shard"], "0/1");
+    assert!(
+        started["inventory"].as_str().unwrap().ends_with("inventory.d"),
+        "{started}"
+    );
+    assert!(
+        started["metrics"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{started}"
+    );
+    let applied = find("component applied with changes");
+    assert_eq!(applied["level"], "INFO");
+    assert_eq!(applied["span"]["server"], "web-1", "{applied}");
+    assert_eq!(applied["component"], "file");
+    let failed = find("component failed");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["span"]["server"], "web-2", "{failed}");
+    let removed = find("server removed from the inventory");
+    assert_eq!(removed["level"], "INFO");
+    assert_eq!(removed["server"], "web-1");
+    // Every line logged inside a server's pass names it; nothing below info by default.
+    for v in &lines {
+        assert_ne!(v["level"], "DEBUG", "{v}");
+        if v["target"].as_str().is_some_and(|t| t.starts_with("chom::reconcile")) {
+            assert!(v["span"]["server"].is_string(), "{v}");
+        }
+    }
+}
+
+/// Every `chom_…` name in `text` (a dashboard or a rules file).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("chom_") {
+        let start = i + at;
+        let before_ok = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut end = start + "chom_".len();
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        if before_ok && end > start + "chom_".len() {
+            names.insert(text[start..end].to_owned());
+        }
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_alert_rules_name_only_metrics_a_running_daemon_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let rules_file = root.join("prometheus/chom-rules.yml");
+    let dashboard_file = root.join("grafana/chom-dashboard.json");
+    let dashboard = std::fs::read_to_string(&dashboard_file).unwrap();
+    let rules = std::fs::read_to_string(&rules_file).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10), "panels");
+    let named: std::collections::BTreeSet<String> = metric_names(&dashboard)
+        .into_iter()
+        .chain(metric_names(&rules))
+        .collect();
+    assert!(named.len() >= 15, "{named:?}");
+
+    // A daemon with a pass, an applied component and drift found and corrected, so every
+    // series has a sample.
+    let fleet = Fleet::new();
+    fleet.write_file_server("web-1", "hello");
+    let daemon = fleet.daemon(&[]);
+    wait_ready(&fleet, &daemon, "web-1");
+    std::fs::write(fleet.dir.path().join("web-1.out"), "changed by hand").unwrap();
+    // An explicit pass, handed to the daemon, checks every component now.
+    let handed = chom(&fleet, &["reconcile"]);
+    assert!(handed.status.success(), "{}", String::from_utf8_lossy(&handed.stdout));
+    wait_for("the drift corrected", &daemon, || {
+        fleet
+            .status("web-1")
+            .is_some_and(|s| s["status"]["components"][0]["lastCheckResult"] == "DriftCorrected")
+    });
+    let addr = daemon.metrics_addr();
+    let exposition = http_get(&addr, "/metrics");
+    let exported: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with("chom_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = named.iter().filter(|n| !exported.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}\n{exposition}");
+    for needle in [
+        "chom_server_condition{server=\"web-1\",type=\"Ready\",status=\"True\"} 1",
+        "chom_drift_found_total{component=\"file\"} 1",
+        "chom_drift_corrected_total{component=\"file\"} 1",
+        "chom_ready 1",
+    ] {
+        assert!(exposition.contains(needle), "{needle}\n{exposition}");
+    }
+
+    // The rules load in Prometheus's own checker, when it is installed (.ci/run installs it).
+    match Command::new("promtool").arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let check = Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(&rules_file)
+                .output()
+                .unwrap();
+            assert!(
+                check.status.success(),
+                "promtool check rules:\n{}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            // And the alerts fire when they should (contrib/prometheus/chom-rules.test.yml).
+            let test = Command::new("promtool")
+                .args(["test", "rules"])
+                .arg(root.join("prometheus/chom-rules.test.yml"))
+                .output()
+                .unwrap();
+            assert!(
+                test.status.success(),
+                "promtool test rules:\n{}{}",
+                String::from_utf8_lossy(&test.stdout),
+                String::from_utf8_lossy(&test.stderr)
+            );
+        }
+        _ => eprintln!("SKIPPED: promtool is not installed; the alert rules were not loaded"),
+    }
+}

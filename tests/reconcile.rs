@@ -972,3 +972,47 @@ fn a_secret_printed_with_its_escapes_interpreted_or_in_hex_is_redacted() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&status_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o640, "status files are not world-readable");
 }
+
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes_and_name_the_server() {
+    let fleet = Fleet::new();
+    fleet.server("web-1", "  components:\n    - name: fail\n");
+    fleet.server("web-2", "");
+    // `chom reconcile 2>err.log`: stderr is a file, not a terminal.
+    let log = fleet.dir.path().join("err.log");
+    let run = Command::new(env!("CARGO_BIN_EXE_chom"))
+        .current_dir(fleet.dir.path())
+        .env("HOME", fleet.dir.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("NO_COLOR")
+        .env_remove("CHOM_LOG")
+        .args(["reconcile", "--known-hosts", fleet.sshd.known_hosts.to_str().unwrap()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!err.contains('\x1b'), "no ANSI escapes in a file:\n{err:?}");
+    let failed = err
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("component failed"))
+        .unwrap_or_else(|| panic!("a WARN line for the failed component:\n{err}"));
+    assert!(
+        failed.contains("server=web-1") && failed.contains("component=fail"),
+        "{failed}"
+    );
+    // Without a terminal, progress is a plain line per server as it finishes.
+    let plain: Vec<&str> = err.lines().filter(|l| l.starts_with("reconciling: ")).collect();
+    assert_eq!(plain.len(), 2, "{err}");
+    assert!(
+        plain
+            .iter()
+            .any(|l| l.starts_with("reconciling: web-1 Failed ComponentFailed in ")),
+        "{err}"
+    );
+    assert!(
+        plain.iter().any(|l| l.starts_with("reconciling: web-2 Succeeded ")),
+        "{err}"
+    );
+    assert!(plain.iter().any(|l| l.ends_with("[2/2]")), "{err}");
+}

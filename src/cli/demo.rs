@@ -261,15 +261,13 @@ fn write_tree(root: &Path, port: u16, client_key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the fleet table whenever it changes, as `chom get` would show it.
+/// Shows the fleet table as `chom get` would, only when it changed: redrawn in place
+/// below the log lines on a terminal, printed anew otherwise.
 async fn print_fleet(tree: TreeArgs) {
-    let mut last = String::new();
+    let mut shown = crate::progress::Pinned::new();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let table = super::get::table(&tree).unwrap_or_default();
-        if table != last {
-            println!("{table}");
-            last = table;
-        }
+        shown.show(&table);
     }
 }

@@ -55,13 +55,16 @@ pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
     let base = super::tree_base(&args.tree);
     let transport = Arc::new(args.ssh.transport());
     let runtime = super::runtime()?;
+    let board = crate::progress::Board::new("detecting", names.len());
     let detections = runtime.block_on(detect::detect_all(
         transport.clone(),
         Arc::new(inventory),
         names,
         base,
         args.concurrency,
+        &board,
     ));
+    board.clear();
     runtime.block_on(transport.close_all());
     print!("{}", render(&detections, args.output)?);
     let failed = detections.iter().any(|d| d.status == Health::Fail);

@@ -69,6 +69,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let inventory = Arc::new(inventory);
     let deployment_id = format!("plan-{}", reconcile::new_deployment_id());
     let runtime = super::runtime()?;
+    let board = crate::progress::Board::new("planning", names.len());
     let mut lines: Vec<Line> = runtime.block_on(async {
         let limit = Arc::new(tokio::sync::Semaphore::new(args.workers.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -80,13 +81,24 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 limit.clone(),
                 deployment_id.clone(),
             );
-            tasks.spawn(async move {
+            let (outer, board) = (board.clone(), board.clone());
+            let scoped = name.clone();
+            tasks.spawn(outer.scope(&scoped, async move {
                 let _permit = limit.acquire_owned().await.ok();
                 let entry = inventory.servers.get(&name)?;
                 let server = Server::from_files(&inventory, entry, &sources);
                 let done = controller.run_one(&server, &id, PassMode::DryRun, None).await;
-                Some(lines_of(&name, &done.outcome))
-            });
+                let lines = lines_of(&name, &done.outcome);
+                let count = |v: Verdict| lines.iter().filter(|l| l.verdict == v).count();
+                let how = format!(
+                    "{} in sync, {} to change, {} error(s)",
+                    count(Verdict::InSync),
+                    count(Verdict::Change),
+                    count(Verdict::Error)
+                );
+                board.finish(&name, count(Verdict::Error) == 0, &how);
+                Some(lines)
+            }));
         }
         let mut lines = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -95,6 +107,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         controller.ctx.transport.close_all().await;
         lines
     });
+    board.clear();
     lines.sort_by(|a, b| a.server.cmp(&b.server));
     let rows: Vec<Vec<String>> = lines
         .iter()

@@ -9,7 +9,6 @@
 //! scripts still running on the servers, which are recorded as interrupted. Exit 130
 //! after an interruption.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use super::{SshArgs, TreeArgs, table};
 use crate::controller::{self, Controller, Owner, OwnerInfo, Server};
 use crate::daemon::handoff;
 use crate::desired;
+use crate::progress;
 use crate::reconcile::{self, Outcome, PassMode};
 use crate::status::{self, ReconcileResult, reasons, types};
 
@@ -72,9 +72,9 @@ fn on_interrupt(soft: CancellationToken, hard: CancellationToken) {
             return;
         }
         soft.cancel();
-        eprintln!("\ninterrupted: finishing the servers in flight (Ctrl-C again to kill their scripts)");
+        progress::eprintln("interrupted: finishing the servers in flight (Ctrl-C again to kill their scripts)");
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted again: killing the scripts still running");
+            progress::eprintln("interrupted again: killing the scripts still running");
             hard.cancel();
         }
     });
@@ -108,8 +108,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime()?;
     let started = Instant::now();
     let started_at = status::Timestamp::now();
-    let total = names.len();
-    let progress = std::io::stderr().is_terminal();
+    let board = progress::Board::new("reconciling", names.len());
 
     // Each server announces when its pass ends and whether it is Ready, so servers that
     // depend on it (dependsOn) start after it, within this one pass.
@@ -135,7 +134,9 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             );
             let (sources, done_rx, soft) = (sources.clone(), done_rx.clone(), soft.clone());
             let Some(tx) = done_tx.remove(&name) else { continue };
-            tasks.spawn(async move {
+            let (outer, board) = (board.clone(), board.clone());
+            let scoped = name.clone();
+            tasks.spawn(outer.scope(&scoped, async move {
                 let entry = inventory.servers.get(&name)?;
                 // Reads the status file and writes nothing: a blocking read is fine here.
                 let server = Server::from_files(&inventory, entry, &sources);
@@ -143,6 +144,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                 // starves the servers being waited for.
                 let mut unready = None;
                 for dep in &server.desired.depends_on {
+                    progress::emit(progress::Event::Waiting(dep.clone()));
                     let ready = match done_rx.get(dep) {
                         Some(rx) => {
                             let mut rx = rx.clone();
@@ -158,6 +160,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                 let _permit = limit.acquire_owned().await.ok()?;
                 if soft.is_cancelled() {
                     let _ = tx.send(Some(false));
+                    board.finish(&name, false, "not started (interrupted)");
                     return Some((
                         Row {
                             name,
@@ -172,16 +175,20 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                     .run_one(&server, &deployment_id, PassMode::CheckNow, unready)
                     .await;
                 let _ = tx.send(Some(done.outcome.status.is_ready_at(server.generation)));
-                Some((
-                    Row {
-                        name,
-                        outcome: Some(done.outcome),
-                        took: done.took,
-                        write_error: done.write_error,
-                    },
-                    done.record,
-                ))
-            });
+                let row = Row {
+                    name,
+                    outcome: Some(done.outcome),
+                    took: done.took,
+                    write_error: done.write_error,
+                };
+                let cells = self::row(&row);
+                board.finish(
+                    &row.name,
+                    succeeded(&row) && row.write_error.is_none(),
+                    &format!("{} {} in {}", cells[1], cells[2], cells[4]),
+                );
+                Some((row, done.record))
+            }));
         }
         let mut rows = Vec::new();
         let mut records = Vec::new();
@@ -189,18 +196,12 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             if let Ok(Some((row, record))) = joined {
                 rows.push(row);
                 records.extend(record);
-                if progress {
-                    let failed = rows.iter().filter(|r| !succeeded(r)).count();
-                    eprint!("\rreconciling: {}/{total} done, {failed} not ready", rows.len());
-                }
             }
         }
         controller.ctx.transport.close_all().await;
         (rows, records)
     });
-    if progress {
-        eprintln!();
-    }
+    board.clear();
     let mut rows = rows;
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     controller.store_deployment(&deployment_id, started_at, records);
@@ -238,7 +239,7 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
 fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Option<ExitCode>> {
     let runtime = super::runtime()?;
     let started = Instant::now();
-    let progress = std::io::stderr().is_terminal();
+    let board = progress::Board::new("reconciling (daemon)", args.names.len());
     let (results, accepted, reached) = runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut requests = tokio::task::JoinSet::new();
@@ -256,11 +257,14 @@ fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Optio
         drop(tx);
         let mut results = Vec::new();
         while let Some(result) = rx.recv().await {
+            let line = format!(
+                "{} {} in {:.1}s",
+                result.result,
+                result.reason,
+                result.took_ms as f64 / 1000.0
+            );
+            board.finish(&result.name, result.ok, &line);
             results.push(result);
-            if progress {
-                let failed = results.iter().filter(|r: &&handoff::ServerResult| !r.ok).count();
-                eprint!("\rreconciling (daemon): {} done, {failed} not ready", results.len());
-            }
         }
         let mut accepted = std::collections::BTreeSet::new();
         let mut reached = 0;
@@ -272,9 +276,7 @@ fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Optio
         }
         (results, accepted, reached)
     });
-    if progress {
-        eprintln!();
-    }
+    board.clear();
     if reached == 0 {
         return Ok(None);
     }

@@ -77,11 +77,19 @@ pub fn run(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let server = Server::from_files(&inventory, entry, &sources);
     let controller = Controller::new(ctx, state_dir, args.tree.inventory.clone());
     let runtime = super::runtime()?;
-    let rolled = runtime.block_on(async {
+    let board = crate::progress::Board::new("rolling back", 1);
+    let rolled = runtime.block_on(board.scope(&args.name, async {
         let rolled = controller.rollback(&server, args.to.as_deref()).await;
         controller.ctx.transport.close_all().await;
         rolled
-    })?;
+    }));
+    let how = match &rolled {
+        Ok(r) => format!("rolled back to {}", r.to),
+        Err(_) => "not rolled back".to_owned(),
+    };
+    board.finish(&args.name, rolled.is_ok(), &how);
+    board.clear();
+    let rolled = rolled?;
     for step in &rolled.done.outcome.steps {
         println!(
             "{}: {} {} ({})",

@@ -53,65 +53,89 @@ pub fn run(args: &TrustArgs) -> anyhow::Result<ExitCode> {
     let audit = crate::audit::Audit::open(&state_dir, &args.tree.inventory)
         .with_context(|| format!("opening the audit trail in {}", state_dir.display()))?;
     let mut failed = false;
+    let board = crate::progress::Board::new("trusting", names.len());
     for name in names {
         let Some(entry) = inventory.servers.get(&name) else {
             continue;
         };
         let spec = &entry.server.spec;
         let (host, port) = (spec.address.as_str(), spec.ssh.port);
-        let key = match runtime.block_on(fetch_host_key(host, port, timeout)) {
-            Ok(key) => key,
-            Err(e) => {
-                println!("{name}: {e:#}");
-                failed = true;
-                continue;
-            }
-        };
-        let shown = fingerprint(&key);
-        println!("{name} ({host}:{port}) presents {} {shown}", key.algorithm());
-        if !spec.ssh.host_keys.is_empty() {
-            println!(
-                "  {name} pins its host keys in the inventory (spec.ssh.hostKeys); known_hosts is not used for it"
-            );
-            continue;
-        }
-        let known = load(&files);
-        match known.check(host, port, &key) {
-            HostKeyStatus::Known => {
-                println!("  already trusted");
-                continue;
-            }
-            HostKeyStatus::Revoked { location } => {
-                println!("  this key is REVOKED ({location}); refusing to trust it");
-                failed = true;
-                continue;
-            }
-            HostKeyStatus::Changed { expected } => {
-                println!("  WARNING: this is NOT the key recorded before. The server was reinstalled, or someone is");
-                println!("  intercepting the connection. Recorded:");
-                for e in &expected {
-                    println!("    {} ({})", e.fingerprint, e.location);
-                }
-                println!(
-                    "  If you record the new key, remove the old line afterwards (ssh-keygen -R '{host}' -f FILE)."
-                );
-            }
-            HostKeyStatus::Unknown => {}
-        }
-        if !confirm(args.yes, &name)? {
-            println!("  not recorded");
-            failed = true;
-            continue;
-        }
-        crate::ssh::known_hosts::append_entry(&record_to, host, port, &key)
-            .with_context(|| format!("recording the key in {}", record_to.display()))?;
-        println!("  recorded in {}", record_to.display());
-        audit.record(
-            "hostkey.trusted",
-            serde_json::json!({"server": name, "address": format!("{host}:{port}"), "fingerprint": shown, "file": record_to}),
+        board.update(
+            &name,
+            crate::progress::Event::Doing(format!("fetching the host key of {host}:{port}")),
         );
+        let fetched = runtime.block_on(fetch_host_key(host, port, timeout));
+        // Shown and asked with the board off the screen.
+        let trusted = board.suspend(|| -> anyhow::Result<bool> {
+            let key = match fetched {
+                Ok(key) => key,
+                Err(e) => {
+                    println!("{name}: {e:#}");
+                    return Ok(false);
+                }
+            };
+            let pinned = !spec.ssh.host_keys.is_empty();
+            show_and_record(args, &name, host, port, &key, &files, &record_to, &audit, pinned)
+        })?;
+        board.finish(&name, trusted, if trusted { "trusted" } else { "not trusted" });
+        failed |= !trusted;
     }
+    board.clear();
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Shows `key` of server `name`, how it compares with what is known, and records it once
+/// confirmed. True when it is trusted (already, or now).
+#[allow(clippy::too_many_arguments)]
+fn show_and_record(
+    args: &TrustArgs,
+    name: &str,
+    host: &str,
+    port: u16,
+    key: &crate::ssh::PublicKey,
+    files: &[PathBuf],
+    record_to: &std::path::Path,
+    audit: &crate::audit::Audit,
+    pinned: bool,
+) -> anyhow::Result<bool> {
+    let shown = fingerprint(key);
+    println!("{name} ({host}:{port}) presents {} {shown}", key.algorithm());
+    if pinned {
+        println!("  {name} pins its host keys in the inventory (spec.ssh.hostKeys); known_hosts is not used for it");
+        return Ok(true);
+    }
+    let known = load(files);
+    match known.check(host, port, key) {
+        HostKeyStatus::Known => {
+            println!("  already trusted");
+            return Ok(true);
+        }
+        HostKeyStatus::Revoked { location } => {
+            println!("  this key is REVOKED ({location}); refusing to trust it");
+            return Ok(false);
+        }
+        HostKeyStatus::Changed { expected } => {
+            println!("  WARNING: this is NOT the key recorded before. The server was reinstalled, or someone is");
+            println!("  intercepting the connection. Recorded:");
+            for e in &expected {
+                println!("    {} ({})", e.fingerprint, e.location);
+            }
+            println!("  If you record the new key, remove the old line afterwards (ssh-keygen -R '{host}' -f FILE).");
+        }
+        HostKeyStatus::Unknown => {}
+    }
+    if !confirm(args.yes, name)? {
+        println!("  not recorded");
+        return Ok(false);
+    }
+    crate::ssh::known_hosts::append_entry(record_to, host, port, key)
+        .with_context(|| format!("recording the key in {}", record_to.display()))?;
+    println!("  recorded in {}", record_to.display());
+    audit.record(
+        "hostkey.trusted",
+        serde_json::json!({"server": name, "address": format!("{host}:{port}"), "fingerprint": shown, "file": record_to}),
+    );
+    Ok(true)
 }
 
 fn load(files: &[PathBuf]) -> KnownHosts {

@@ -136,16 +136,27 @@ impl Fleet {
         )
     }
 
+    /// A daemon logging JSON with `CHOM_LOG=chom=info`.
     pub fn daemon(&self, extra: &[&str]) -> Daemon {
+        self.daemon_logging(extra, Some("chom=info"))
+    }
+
+    /// A daemon logging JSON at `chom_log`, or at its own default level when `None`
+    /// (`CHOM_LOG` unset).
+    pub fn daemon_logging(&self, extra: &[&str], chom_log: Option<&str>) -> Daemon {
         let log = self
             .dir
             .path()
             .join(format!("daemon-{}.log", std::process::id() ^ rand_suffix()));
-        let child = Command::new(env!("CARGO_BIN_EXE_chom"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chom"));
+        match chom_log {
+            Some(filter) => command.env("CHOM_LOG", filter),
+            None => command.env_remove("CHOM_LOG"),
+        };
+        let child = command
             .current_dir(self.dir.path())
             .env("HOME", self.dir.path())
             .env_remove("SSH_AUTH_SOCK")
-            .env("CHOM_LOG", "chom=info")
             .args([
                 "--log-format",
                 "json",
