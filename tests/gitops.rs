@@ -489,3 +489,50 @@ fn an_unreachable_remote_or_a_missing_ref_keeps_the_last_good_commit() {
     );
     assert!(daemon.terminate().success());
 }
+
+/// Push → applied latency with the webhook: from `git push` returning to the server's
+/// status naming the commit (fetch, validate, swap, informer, reconcile over SSH, status
+/// write). `cargo test --test gitops push_to_applied -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn push_to_applied_latency_with_the_webhook() {
+    let fleet = Fleet::new();
+    let root = fleet.dir.path();
+    let repo = Repo::new(root);
+    repo.write("inventory.d/web-1.yaml", &server_yaml(&fleet, "web-1", "v0"));
+    let first = repo.commit("v0", None);
+    let control = Control::new(root, &format!("  url: {}\n", repo.bare.display()));
+    let mut daemon = control.daemon(&fleet);
+    wait_for("the first commit applied", &daemon, || {
+        control.status("web-1").and_then(|s| applied_commit(&s)) == Some(first.clone())
+    });
+    let addr = daemon.metrics_addr();
+    let mut took = Vec::new();
+    for i in 1..=30 {
+        repo.write(
+            "inventory.d/web-1.yaml",
+            &server_yaml(&fleet, "web-1", &format!("v{i}")),
+        );
+        let commit = repo.commit(&format!("v{i}"), None);
+        let started = Instant::now();
+        assert!(push_hook(&addr, SECRET).starts_with("HTTP/1.1 202"));
+        while control.status("web-1").and_then(|s| applied_commit(&s)) != Some(commit.clone()) {
+            assert!(started.elapsed() < Duration::from_secs(30), "{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let pick = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
+    println!(
+        "push→applied over {} pushes: p50 {:?}, p99 {:?}, max {:?}",
+        took.len(),
+        pick(0.5),
+        pick(0.99),
+        took.last().unwrap()
+    );
+    for line in daemon.log().lines().filter(|l| !l.contains("\"INFO\"")) {
+        println!("{line}");
+    }
+    assert!(daemon.terminate().success());
+}
