@@ -21,6 +21,7 @@ pub struct Audit {
     file: Mutex<std::fs::File>,
     who: String,
     commit: Option<String>,
+    inventory: PathBuf,
 }
 
 impl Audit {
@@ -35,6 +36,7 @@ impl Audit {
             file: Mutex::new(file),
             who: who(),
             commit: git_commit(inventory),
+            inventory: inventory.to_path_buf(),
         })
     }
 
@@ -51,7 +53,11 @@ impl Audit {
             "who": self.who,
             "action": action,
         });
-        if let Some(commit) = &self.commit {
+        // A git-sourced tree is at the revision `current` points to now.
+        if let Some(revision) = crate::source::revision_at(&self.inventory) {
+            line["commit"] = Value::from(revision.commit);
+            line["ref"] = Value::from(revision.reference);
+        } else if let Some(commit) = &self.commit {
             line["commit"] = Value::from(commit.as_str());
         }
         if let (Value::Object(line), Value::Object(extra)) = (&mut line, fields) {

@@ -89,7 +89,7 @@ pub enum Command {
     /// Show what a reconcile would change, without changing anything.
     Plan(plan::PlanArgs),
     /// Watch the inventory and keep every server reconciled.
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// A first look: a throwaway loopback sshd, a demo inventory and the daemon.
     Demo(demo::DemoArgs),
     /// Manage the age-encrypted secrets in secrets.d/ (values never on argv or in logs).
@@ -114,6 +114,10 @@ pub struct TreeArgs {
     /// `stateDir` for [`state_dir`], its file for `chom validate`.
     #[arg(skip)]
     pub config: Option<crate::treeconfig::Located>,
+    /// The status folder of a git-sourced tree (set by [`apply_tree_config`] from a
+    /// chom.yaml with `source:`); `None`: status files beside the server files.
+    #[arg(skip)]
+    pub status_dir: Option<PathBuf>,
 }
 
 impl TreeArgs {
@@ -126,6 +130,7 @@ impl TreeArgs {
         if let Some(dir) = &self.secrets {
             layout.secrets.clone_from(dir);
         }
+        layout.status.clone_from(&self.status_dir);
         layout
     }
 }
@@ -248,7 +253,7 @@ pub fn own_tree(
 ) -> anyhow::Result<crate::controller::Owner> {
     let me = crate::controller::OwnerInfo::this_process(command, state_dir, crate::shard::Shard::ALL);
     Ok(crate::controller::Owner::acquire(
-        &tree.inventory,
+        tree.layout().owner_dir(),
         &me,
         crate::shard::Shard::ALL,
         hint,

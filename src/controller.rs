@@ -44,6 +44,8 @@ pub struct Server {
     pub generation: u64,
     /// The last observed status, if any.
     pub previous: Option<ObservedStatus>,
+    /// The git source's revision its desired state was read from (git-sourced trees).
+    pub revision: Option<crate::source::Revision>,
 }
 
 impl Server {
@@ -58,6 +60,7 @@ impl Server {
             desired,
             hash,
             previous: previous.map(|p| p.status),
+            revision: crate::source::revision_at(&entry.path),
         }
     }
 
@@ -217,7 +220,12 @@ impl Controller {
         self
     }
 
-    /// Records an audit event, when there is an audit trail.
+    /// The audit trail, when there is one.
+    pub fn audit_trail(&self) -> Option<&Audit> {
+        self.audit.as_ref()
+    }
+
+    /// Appends to the audit trail, when there is one.
     pub fn audit(&self, action: &str, fields: serde_json::Value) {
         if let Some(audit) = &self.audit {
             audit.record(action, fields);
@@ -303,6 +311,10 @@ impl Controller {
             scripts,
         };
         let mut outcome = reconcile::reconcile(&self.ctx, pass).await;
+        outcome.status.last_applied_revision = match &server.revision {
+            Some(r) if outcome.result == ReconcileResult::Succeeded => Some(r.clone()),
+            _ => server.previous.as_ref().and_then(|p| p.last_applied_revision.clone()),
+        };
         let took = started.elapsed();
         if dry_run {
             return Done {
@@ -492,10 +504,15 @@ impl Controller {
         if servers.is_empty() {
             return;
         }
+        let revision = crate::source::revision_at(&self.inventory);
         let record = Record {
             id: id.to_owned(),
             deployer: crate::audit::who(),
-            commit: crate::audit::git_commit(&self.inventory),
+            commit: revision
+                .as_ref()
+                .map(|r| r.commit.clone())
+                .or_else(|| crate::audit::git_commit(&self.inventory)),
+            reference: revision.map(|r| r.reference),
             desired_hash: crate::history::combined_hash(servers.iter().map(|s| s.desired_hash.as_str())),
             started_at,
             finished_at: Timestamp::now(),
@@ -525,6 +542,10 @@ impl Controller {
         desired.suspend = false;
         let rolled = Server {
             desired,
+            revision: target.commit.clone().map(|commit| crate::source::Revision {
+                commit,
+                reference: target.reference.clone().unwrap_or_default(),
+            }),
             ..server.clone()
         };
         let deployment_id = reconcile::new_deployment_id();
@@ -617,13 +638,28 @@ fn target_record(records: &[Record], name: &str, to: Option<&str>) -> anyhow::Re
     let found = match to {
         Some(id) => records
             .iter()
-            .find(|r| r.id == id && r.servers.iter().any(|s| s.name == name)),
+            .find(|r| r.id == id && r.servers.iter().any(|s| s.name == name))
+            .or_else(|| {
+                // A git commit (7 hex digits or more): the newest deployment of that
+                // commit that succeeded on this server.
+                let commit = id.to_ascii_lowercase();
+                (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| {
+                        ok.iter()
+                            .rev()
+                            .find(|r| r.commit.as_deref().is_some_and(|c| c.starts_with(&commit)))
+                            .copied()
+                    })
+                    .flatten()
+            }),
         None if ok.len() >= 2 => Some(ok[ok.len() - 2]),
         None => None,
     };
     match (found, to) {
         (Some(r), _) => Ok(r.clone()),
-        (None, Some(id)) => bail!("deployment {id} of {name} is not in the history (see `chom history {name}`)"),
+        (None, Some(id)) => bail!(
+            "neither a deployment of {name} nor a commit with a successful deployment of it is named {id} (see `chom history {name}`)"
+        ),
         (None, None) => bail!("no earlier successful deployment of {name} is recorded (see `chom history {name}`)"),
     }
 }

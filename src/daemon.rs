@@ -51,6 +51,8 @@ pub struct Config {
     /// The transport's interrupt: cancelled when reconciles outlive the shutdown bound,
     /// which kills their scripts on the servers.
     pub interrupt: CancellationToken,
+    /// The git source the tree is pulled from (GitOps); `layout` is then its live tree.
+    pub source: Option<crate::source::Settings>,
 }
 
 /// How long interrupted passes get to kill their scripts and record their servers.
@@ -89,6 +91,15 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
+    /// The git source's folders cannot be made.
+    #[error("cannot set up the git source in {path}")]
+    Source {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct Shared {
@@ -105,6 +116,8 @@ struct Shared {
     /// The findings last logged per inventory file that is not a tracked server (a
     /// broken new file, a FIFO named `x.yaml`), so each is logged once, not per change set.
     logged: Mutex<std::collections::BTreeMap<PathBuf, Vec<String>>>,
+    /// The git source's gauges as of its last sync.
+    source_gauges: Mutex<Option<crate::metrics::SourceGauges>>,
 }
 
 type Waiter = tokio::sync::mpsc::UnboundedSender<handoff::ServerResult>;
@@ -264,7 +277,13 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         ..OwnerInfo::this_process("daemon", &config.state_dir, config.shard)
     };
     let hint = "stop it first (one owner per inventory, whatever its state dir)";
-    let _owner = match Owner::acquire(&config.layout.inventory, &me, config.shard, hint) {
+    if let Some(dir) = &config.layout.status {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let _owner = match Owner::acquire(config.layout.owner_dir(), &me, config.shard, hint) {
         Err(e) => {
             audit.record("daemon.refused", serde_json::json!({"reason": e.to_string()}));
             return Err(e.into());
@@ -291,6 +310,30 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         ),
         None => None,
     };
+    // GitOps: the newest good commit is made the live tree before the first listing.
+    let trigger = Arc::new(tokio::sync::Notify::new());
+    let source = match config.source.clone() {
+        Some(settings) => {
+            let mut source =
+                crate::source::Source::open(settings, &config.state_dir).map_err(|e| DaemonError::Source {
+                    path: crate::source::Dirs::new(&config.state_dir).root,
+                    source: e,
+                })?;
+            info!(url = %source.settings.url, reference = %source.settings.reference, "fetching the git source");
+            let (source, outcome, events) = tokio::task::spawn_blocking(move || {
+                let (outcome, events) = source.sync();
+                (source, outcome, events)
+            })
+            .await
+            .map_err(|e| DaemonError::Source {
+                path: config.state_dir.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            log_source_events(&audit, &events);
+            Some((source, outcome))
+        }
+        None => None,
+    };
     let store = Arc::new(Mutex::new(Store::default()));
     let queue = Queue::new(config.queue.clone());
     let writes = Arc::new(StatusWrites::new(metrics.clone()));
@@ -311,6 +354,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         store,
         writes: writes.clone(),
         logged: Mutex::default(),
+        source_gauges: Mutex::new(source.as_ref().map(|(s, _)| s.gauges())),
     });
     let retry_task = tokio::spawn(writes.clone().run());
     let paths = WatchPaths {
@@ -370,8 +414,26 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         }
         let weak = Arc::downgrade(&shared);
         let snapshot = Arc::new(move || weak.upgrade().map(|s| snapshot(&s)).unwrap_or_default());
-        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), snapshot))
+        let hook = config
+            .source
+            .as_ref()
+            .and_then(|s| s.webhook_secret.clone())
+            .map(|secret| {
+                info!("the push webhook POST /hooks/git is on");
+                Arc::new(crate::metrics::Hook {
+                    secret,
+                    trigger: trigger.clone(),
+                })
+            });
+        tokio::spawn(crate::metrics::serve_with_hook(
+            listener,
+            metrics.clone(),
+            snapshot,
+            hook,
+        ))
     });
+    let source_task =
+        source.map(|(source, outcome)| tokio::spawn(source_loop(shared.clone(), source, outcome, trigger.clone())));
 
     // `chom reconcile` hands its request over this socket while the daemon owns the tree.
     let handoff_task = match handoff::bind(&socket) {
@@ -404,6 +466,9 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
             },
             _ = hup.recv() => {
                 info!("SIGHUP: full resync; every server's components are checked now");
+                if source_task.is_some() {
+                    trigger.notify_one();
+                }
                 if let Err(e) = refresh(&shared).await {
                     error!(error = %e, "re-reading the inventory failed");
                 }
@@ -457,7 +522,10 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
     shared.waiters().clear();
     let _ = std::fs::remove_file(&socket);
     transport.close_all().await;
-    for task in [watchdog, metrics_task, handoff_task].into_iter().flatten() {
+    for task in [watchdog, metrics_task, handoff_task, source_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     shared
@@ -472,6 +540,13 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
 async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
     let layout = shared.config.layout.clone();
     let cache = shared.cache.clone();
+    // The revision of a git-sourced tree, read before the tree: a swap after this point
+    // brings another change set.
+    let revision = shared
+        .config
+        .source
+        .as_ref()
+        .and_then(|_| crate::source::revision_at(&layout.inventory));
     let report = tokio::task::spawn_blocking(move || crate::validate::load_cached(&layout, &cache))
         .await
         .map_err(|e| DaemonError::StateDir {
@@ -501,6 +576,9 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
     let changes: Changes = shared
         .store()
         .refresh(&report, &shared.config.layout, &digests, &previous);
+    if let Some(revision) = &revision {
+        advance_revision(shared, &report, &changes, revision);
+    }
     // Roles get no status file; a file that says it is one is left to `chom validate`.
     let never_valid: Vec<(PathBuf, String, Vec<String>)> = changes
         .never_valid
@@ -549,7 +627,7 @@ async fn refresh(shared: &Arc<Shared>) -> Result<(), DaemonError> {
         *logged = changes.never_valid.iter().cloned().collect();
     }
     for (file, name, errors) in never_valid {
-        let path = file.with_file_name(format!("{name}.status.yaml"));
+        let path = shared.config.layout.status_path(&file, &name);
         let mut observed = ObservedStatus {
             spec_errors: errors,
             ..ObservedStatus::default()
@@ -713,6 +791,11 @@ fn snapshot(shared: &Shared) -> crate::metrics::Snapshot {
         active_workers: shared.queue.processing() as i64,
         open_connections: shared.controller.ctx.transport.open_connections() as i64,
         servers,
+        source: shared
+            .source_gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
     }
 }
 
@@ -727,4 +810,94 @@ fn unready_dependency(shared: &Arc<Shared>, deps: &[String]) -> Option<String> {
                 .is_none_or(|t| !t.observed.is_ready_at(t.generation))
         })
         .cloned()
+}
+
+/// Records the revision each server's desired state now comes from. A server whose
+/// desired state this commit did not change, and which is Ready at it, is already in the
+/// state the commit describes: its `lastAppliedRevision` moves to it without a pass.
+fn advance_revision(
+    shared: &Arc<Shared>,
+    report: &crate::validate::Report,
+    changes: &Changes,
+    revision: &crate::source::Revision,
+) {
+    let mut moved = Vec::new();
+    {
+        let mut store = shared.store();
+        for name in report.inventory.servers.keys() {
+            let Some(t) = store.servers.get_mut(name) else { continue };
+            t.revision = Some(revision.clone());
+            if !changes.changed.contains(name)
+                && t.observed.is_ready_at(t.generation)
+                && t.observed.last_applied_revision.as_ref().is_some_and(|r| r != revision)
+            {
+                t.observed.last_applied_revision = Some(revision.clone());
+                moved.push((name.clone(), t.entry.status_path(), t.entry.path.clone()));
+            }
+        }
+    }
+    for (name, path, source) in moved {
+        write_status(&shared.writes, &path, &source, || {
+            tracked_document(&shared.store, &name, &path)
+        });
+    }
+}
+
+/// Logs the git source's events and records them in the audit trail.
+fn log_source_events(audit: &Audit, events: &[crate::source::Event]) {
+    for e in events {
+        match e.action {
+            "source.applied" => info!(action = e.action, "{}", e.message),
+            _ => warn!(action = e.action, "{}", e.message),
+        }
+        if e.audit {
+            audit.record(e.action, e.fields.clone());
+        }
+    }
+}
+
+/// The git source's loop: a sync every `interval` (after a failed fetch: 5 s doubling up
+/// to the longer of the interval and 5 min) and at once on a trigger (webhook, SIGHUP).
+/// Each applied commit swaps `current`, which the informer sees as one change set.
+async fn source_loop(
+    shared: Arc<Shared>,
+    source: crate::source::Source,
+    first: crate::source::Outcome,
+    trigger: Arc<tokio::sync::Notify>,
+) {
+    let mut source = Some(source);
+    let mut outcome = first;
+    let interval = source.as_ref().map_or(Duration::from_secs(60), |s| s.settings.interval);
+    let backoff_max = interval.max(Duration::from_secs(300));
+    loop {
+        let failures = source.as_ref().map_or(0, |s| s.status.consecutive_failures);
+        let delay = if outcome == crate::source::Outcome::FetchFailed {
+            (Duration::from_secs(5) * 2u32.saturating_pow(failures.saturating_sub(1).min(16))).min(backoff_max)
+        } else {
+            interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = trigger.notified() => {}
+        }
+        let Some(mut taken) = source.take() else { return };
+        let Ok((back, result, events)) = tokio::task::spawn_blocking(move || {
+            let (result, events) = taken.sync();
+            (taken, result, events)
+        })
+        .await
+        else {
+            error!("the git source's sync panicked; it stops");
+            return;
+        };
+        if let Some(audit) = shared.controller.audit_trail() {
+            log_source_events(audit, &events);
+        }
+        *shared
+            .source_gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(back.gauges());
+        outcome = result;
+        source = Some(back);
+    }
 }

@@ -27,6 +27,9 @@ pub struct Record {
     /// The inventory's git commit, when it is a checkout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The branch or tag of a git source the commit was reached through.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// Hash over the desired states of the servers in this record.
     pub desired_hash: String,
     /// Start.
@@ -419,6 +422,7 @@ mod tests {
             id: id.into(),
             deployer: "me@host".into(),
             commit: None,
+            reference: None,
             desired_hash: "h".into(),
             started_at: now,
             finished_at: now,

@@ -16,6 +16,9 @@ pub struct Layout {
     pub scripts: PathBuf,
     /// `secrets.d/`: encrypted secret values.
     pub secrets: PathBuf,
+    /// Where status files go: `None` beside each server's file; a folder of its own for a
+    /// git-sourced tree, whose checkouts are replaced per commit.
+    pub status: Option<PathBuf>,
 }
 
 impl Layout {
@@ -26,7 +29,23 @@ impl Layout {
             inventory: inventory.to_path_buf(),
             scripts: parent.join("scripts"),
             secrets: parent.join("secrets.d"),
+            status: None,
         }
+    }
+
+    /// The folder of the owner lock: the status folder when there is one (it outlives
+    /// checkouts), else the inventory.
+    pub fn owner_dir(&self) -> &Path {
+        self.status.as_deref().unwrap_or(&self.inventory)
+    }
+
+    /// The status file of server `name` whose resource is `file`.
+    pub fn status_path(&self, file: &Path, name: &str) -> PathBuf {
+        let dir = match &self.status {
+            Some(dir) => dir.as_path(),
+            None => file.parent().unwrap_or(Path::new(".")),
+        };
+        dir.join(format!("{name}.status.yaml"))
     }
 
     /// The script file of a component.
@@ -88,12 +107,17 @@ pub struct ServerEntry {
     pub server: Server,
     /// The file it was read from; its status file goes beside it.
     pub path: PathBuf,
+    /// The status folder when it is not the file's ([`Layout::status`]).
+    pub status_dir: Option<PathBuf>,
 }
 
 impl ServerEntry {
-    /// `<name>.status.yaml` beside the resource file.
+    /// `<name>.status.yaml` beside the resource file (or in the layout's status folder).
     pub fn status_path(&self) -> PathBuf {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let dir = match &self.status_dir {
+            Some(dir) => dir.as_path(),
+            None => self.path.parent().unwrap_or(Path::new(".")),
+        };
         dir.join(format!("{}.status.yaml", self.server.metadata.name))
     }
 }

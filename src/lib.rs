@@ -28,6 +28,7 @@ pub mod resource;
 pub mod schema;
 pub mod secrets;
 pub mod shard;
+pub mod source;
 pub mod ssh;
 pub mod status;
 pub mod systemd;

@@ -54,6 +54,30 @@ pub struct Metrics {
     /// The last status write error, for `/readyz` while writes are pending.
     status_write_error: Mutex<String>,
     ready: AtomicBool,
+    source_ready: Family<Labels, Gauge>,
+    source_last_fetch: Gauge,
+    source_revision: Family<Labels, Gauge>,
+}
+
+/// The git source's gauges in a scrape.
+#[derive(Debug, Default, Clone)]
+pub struct SourceGauges {
+    /// `SourceReady` is True.
+    pub ready: bool,
+    /// When the last fetch ended (Unix seconds; 0 before the first).
+    pub last_fetch: i64,
+    /// The applied revision (`main@sha1:…`).
+    pub revision: Option<String>,
+    /// `SourceReady`'s reason.
+    pub reason: String,
+}
+
+/// The push webhook: its shared secret and what a verified push wakes.
+pub struct Hook {
+    /// The HMAC key of `X-Hub-Signature-256`.
+    pub secret: Vec<u8>,
+    /// Notified on each verified push.
+    pub trigger: Arc<tokio::sync::Notify>,
 }
 
 /// What a scrape reads from the daemon at that moment.
@@ -67,6 +91,8 @@ pub struct Snapshot {
     pub open_connections: i64,
     /// Per server: its conditions, hardware and last success.
     pub servers: Vec<ServerGauges>,
+    /// The git source, when the daemon has one.
+    pub source: Option<SourceGauges>,
 }
 
 /// One server's part of a scrape.
@@ -227,7 +253,28 @@ impl Metrics {
             "1 while /readyz answers 200 (first listing done, every status file written)",
             ready_gauge.clone(),
         );
+        let source_ready = Family::<Labels, Gauge>::default();
+        registry.register(
+            "source_ready",
+            "1 when the git source's fetched commit is applied (SourceReady True), by reason",
+            source_ready.clone(),
+        );
+        let source_last_fetch = Gauge::default();
+        registry.register(
+            "source_last_fetch_timestamp_seconds",
+            "When the git source was last fetched (Unix time)",
+            source_last_fetch.clone(),
+        );
+        let source_revision = Family::<Labels, Gauge>::default();
+        registry.register(
+            "source_revision_info",
+            "The git revision the live tree is (always 1)",
+            source_revision.clone(),
+        );
         Self {
+            source_ready,
+            source_last_fetch,
+            source_revision,
             registry,
             reconcile_total,
             reconcile_time,
@@ -383,6 +430,19 @@ impl Metrics {
                     .set(i64::try_from(disk).unwrap_or(i64::MAX));
             }
         }
+        self.source_ready.clear();
+        self.source_revision.clear();
+        if let Some(source) = &snapshot.source {
+            self.source_ready
+                .get_or_create(&vec![("reason".to_owned(), source.reason.clone())])
+                .set(i64::from(source.ready));
+            self.source_last_fetch.set(source.last_fetch);
+            if let Some(revision) = &source.revision {
+                self.source_revision
+                    .get_or_create(&vec![("revision".to_owned(), revision.clone())])
+                    .set(1);
+            }
+        }
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text
@@ -407,6 +467,16 @@ const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1
 /// hold every descriptor) pauses the loop, 10 ms doubling to 1 s, instead of retrying at
 /// once: the pending connection keeps the listener readable, so it would spin.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>) {
+    serve_with_hook(listener, metrics, snapshot, None).await;
+}
+
+/// [`serve`], plus `POST /hooks/git` when `hook` is set.
+pub async fn serve_with_hook(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>,
+    hook: Option<Arc<Hook>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     let mut failing = false;
@@ -435,21 +505,55 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, snapshot: Arc<d
             drop(stream);
             continue;
         };
-        let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
+        let (metrics, snapshot, hook) = (metrics.clone(), snapshot.clone(), hook.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &metrics, &*snapshot)).await;
+            let _ = tokio::time::timeout(
+                CONNECTION_TIMEOUT,
+                answer(stream, &metrics, &*snapshot, hook.as_deref()),
+            )
+            .await;
         });
     }
 }
 
-/// Reads one request and writes its answer.
-async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics, snapshot: &(dyn Fn() -> Snapshot + Send + Sync)) {
-    let mut buf = vec![0u8; 4096];
-    let Ok(n) = stream.read(&mut buf).await else { return };
-    let request = String::from_utf8_lossy(&buf[..n]);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, content_type, body) = match path {
+/// The largest request head read.
+const HEAD_MAX: usize = 16 * 1024;
+/// The largest webhook body accepted (push payloads are a few KiB to a few hundred).
+pub const HOOK_BODY_MAX: usize = 1024 * 1024;
+
+/// Reads one request (its head, and the body a webhook POST announces) and writes its answer.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    metrics: &Metrics,
+    snapshot: &(dyn Fn() -> Snapshot + Send + Sync),
+    hook: Option<&Hook>,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > HEAD_MAX {
+            return;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) => break buf.len(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut words = head.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_owned();
+    let path = words.next().unwrap_or("/").to_owned();
+    let (status, content_type, body) = match path.as_str() {
+        "/hooks/git" if hook.is_some() => {
+            let hook = hook.expect("checked");
+            let answer = webhook(&mut stream, &head, buf.split_off(head_end), &method, hook).await;
+            (answer.0, "text/plain", answer.1)
+        }
         "/metrics" => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -466,6 +570,54 @@ async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics, snapshot: 
             "try /metrics, /healthz or /readyz\n".to_owned(),
         ),
     };
+    respond(&mut stream, status, content_type, &body).await;
+}
+
+/// A header's value (case-insensitive name) in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// `POST /hooks/git`: the body is read (at most [`HOOK_BODY_MAX`]), its
+/// `X-Hub-Signature-256` checked, and a verified push triggers a fetch at once.
+async fn webhook(
+    stream: &mut tokio::net::TcpStream,
+    head: &str,
+    mut body: Vec<u8>,
+    method: &str,
+    hook: &Hook,
+) -> (&'static str, String) {
+    if method != "POST" {
+        return ("405 Method Not Allowed", "POST only\n".into());
+    }
+    let Some(length) = header(head, "content-length").and_then(|v| v.parse::<usize>().ok()) else {
+        return ("411 Length Required", "Content-Length required\n".into());
+    };
+    if length > HOOK_BODY_MAX {
+        return ("413 Payload Too Large", "body too large\n".into());
+    }
+    let mut chunk = vec![0u8; 8192];
+    while body.len() < length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return ("400 Bad Request", "body shorter than Content-Length\n".into()),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(length);
+    let signature = header(head, "x-hub-signature-256").unwrap_or_default();
+    if !crate::source::hook::verify(&hook.secret, &body, signature) {
+        tracing::warn!("webhook refused: missing or wrong X-Hub-Signature-256");
+        return ("401 Unauthorized", "bad signature\n".into());
+    }
+    tracing::info!("webhook: fetching the git source now");
+    hook.trigger.notify_one();
+    ("202 Accepted", "fetching\n".into())
+}
+
+async fn respond(stream: &mut tokio::net::TcpStream, status: &str, content_type: &str, body: &str) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -502,6 +654,12 @@ mod tests {
                     ..ServerGauges::default()
                 },
             ],
+            source: Some(SourceGauges {
+                ready: false,
+                last_fetch: 1_700_000_000,
+                revision: Some("main@sha1:abc".into()),
+                reason: "ValidationFailed".into(),
+            }),
         });
         for needle in [
             "chom_reconcile_total{result=\"success\"} 1",
@@ -522,6 +680,9 @@ mod tests {
             "chom_server_condition{server=\"web-2\",type=\"Ready\",status=\"Unknown\"} 1",
             "chom_server_detected_memory_bytes{server=\"web-1\"} 4121952256",
             "chom_server_detected_disk_bytes{server=\"web-1\"} 41875931136",
+            "chom_source_ready{reason=\"ValidationFailed\"} 0",
+            "chom_source_last_fetch_timestamp_seconds 1700000000",
+            "chom_source_revision_info{revision=\"main@sha1:abc\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");

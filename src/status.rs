@@ -81,6 +81,10 @@ pub struct ObservedStatus {
     /// state stays in force meanwhile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spec_errors: Vec<String>,
+    /// The git source's revision (commit and ref) whose desired state for this server
+    /// was last applied with success (a git-sourced daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<crate::source::Revision>,
 }
 
 /// How many passes `recentRuns` keeps.

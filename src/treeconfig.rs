@@ -69,6 +69,99 @@ pub struct TreeConfig {
     /// Settings of `chom daemon`.
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// GitOps: the git repository `chom daemon` pulls the tree from. With it, the daemon
+    /// fetches, verifies and validates each new commit in its state directory and swaps
+    /// it in whole; `inventory`, `scripts` and `secrets` above are then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
+}
+
+/// A git repository that holds the chom tree (`chom daemon` pulls it).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// The repository: `ssh://git@host/repo.git`, `git@host:repo.git`, `https://host/repo.git`
+    /// or a local path.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// What to follow [default: the branch `main`].
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<SourceRef>,
+    /// How often the repository is fetched (a webhook or SIGHUP fetches at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DurationSpec", extend("default" = "1m"))]
+    pub interval: Option<DurationSpec>,
+    /// The folder of the chom tree inside the repository (holding `inventory.d/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "PathBuf", extend("default" = "."))]
+    pub path: Option<PathBuf>,
+    /// The SSH private key for an ssh URL (relative to this file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "PathBuf")]
+    pub ssh_key: Option<PathBuf>,
+    /// The known_hosts file holding the git host's key [default: ~/.ssh/known_hosts]; an
+    /// unknown or changed host key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "PathBuf")]
+    pub known_hosts: Option<PathBuf>,
+    /// Apply only commits signed by a key of this list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+    /// Commits fetched at most (a shallow fetch bounds a huge repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(min = 1), extend("default" = 50))]
+    pub depth: Option<u32>,
+    /// Checkouts kept in the state directory (the one applied included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "usize", range(min = 1), extend("default" = 5))]
+    pub keep: Option<usize>,
+    /// The longest one git command may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DurationSpec", extend("default" = "2m"))]
+    pub timeout: Option<DurationSpec>,
+    /// Apply a commit that removes every server (refused otherwise, as a guard against an
+    /// accidental empty commit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mass_deletion: bool,
+    /// The push webhook `POST /hooks/git` on the metrics listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// The ref a source follows: exactly one of `branch`, `tag` or `semver`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceRef {
+    /// A branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// A tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The highest tag matching a semver range (`>=1.2.0, <2`, `^1.4`); a `v` prefix is
+    /// allowed on tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+}
+
+/// Commit signature verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// An OpenSSH allowed-signers file (`ssh-keygen -Y verify`, git's
+    /// `gpg.ssh.allowedSignersFile`): a commit not signed by one of its keys is refused.
+    #[schemars(with = "PathBuf")]
+    pub allowed_signers: PathBuf,
+}
+
+/// The push webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// A file holding the shared secret of `X-Hub-Signature-256` (GitHub, Gitea, Forgejo).
+    /// Without it the webhook is off. Must not be readable by group or others.
+    #[schemars(with = "PathBuf")]
+    pub secret_file: PathBuf,
 }
 
 /// SSH transport settings, as the `--connect-timeout`, `--max-handshakes`,

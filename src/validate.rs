@@ -239,6 +239,7 @@ fn load_with(layout: &Layout, only: &[PathBuf], cache: Option<&Cache>) -> Result
                     ServerEntry {
                         server: *server,
                         path: p.path.clone(),
+                        status_dir: layout.status.clone(),
                     },
                 );
             }

@@ -39,6 +39,60 @@ pub struct DaemonArgs {
     pub metrics_addr: String,
     #[command(flatten)]
     pub tuning: Tuning,
+    /// GitOps: pull the tree from this git repository (ssh, https or a local path) instead
+    /// of reading it in place; replaces chom.yaml's `source:` (see the README).
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// With --source: the branch to follow [default: main].
+    #[arg(long, value_name = "BRANCH", requires = "source")]
+    pub source_branch: Option<String>,
+    /// With --source: the tree's folder inside the repository.
+    #[arg(long, value_name = "PATH", requires = "source")]
+    pub source_path: Option<PathBuf>,
+    /// With --source: how often to fetch.
+    #[arg(long, value_name = "DURATION", requires = "source", value_parser = super::parse_duration)]
+    pub source_interval: Option<Duration>,
+    /// With --source: apply only commits signed by a key of this allowed-signers file.
+    #[arg(long, value_name = "FILE", requires = "source")]
+    pub source_allowed_signers: Option<PathBuf>,
+    /// With --source: the file holding the push webhook's HMAC secret (turns on POST /hooks/git).
+    #[arg(long, value_name = "FILE", requires = "source")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// chom.yaml's `source:` and the folder its paths are relative to (set from chom.yaml).
+    #[arg(skip)]
+    pub source_spec: Option<Box<(crate::treeconfig::SourceSpec, PathBuf)>>,
+}
+
+impl DaemonArgs {
+    /// The git source: the flags, else chom.yaml's `source:`.
+    fn source(&self) -> anyhow::Result<Option<crate::source::Settings>> {
+        let (spec, base) = match (&self.source, &self.source_spec) {
+            (Some(url), _) => {
+                let spec = crate::treeconfig::SourceSpec {
+                    url: url.clone(),
+                    reference: self.source_branch.clone().map(|b| crate::treeconfig::SourceRef {
+                        branch: Some(b),
+                        ..Default::default()
+                    }),
+                    interval: self.source_interval.map(crate::resource::DurationSpec),
+                    path: self.source_path.clone(),
+                    verify: self
+                        .source_allowed_signers
+                        .clone()
+                        .map(|allowed_signers| crate::treeconfig::VerifySpec { allowed_signers }),
+                    webhook: self
+                        .webhook_secret_file
+                        .clone()
+                        .map(|secret_file| crate::treeconfig::WebhookSpec { secret_file }),
+                    ..Default::default()
+                };
+                (spec, std::env::current_dir()?)
+            }
+            (None, Some(given)) => given.as_ref().clone(),
+            (None, None) => return Ok(None),
+        };
+        crate::source::Settings::from_spec(&spec, &base).map(Some)
+    }
 }
 
 /// Work queue and watch tuning, shared with `chom demo`.
@@ -94,6 +148,7 @@ impl Tuning {
             metrics_addr: None,
             shard: crate::shard::Shard::ALL,
             interrupt: tokio_util::sync::CancellationToken::new(),
+            source: None,
         }
     }
 }
@@ -101,7 +156,15 @@ impl Tuning {
 /// Runs until stopped.
 pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
+    let source = args.source()?;
     let mut config = args.tuning.config(&args.tree, state_dir);
+    if let Some(settings) = source {
+        // The live tree is the checkout `current` points to; statuses and the owner lock
+        // live in the state directory, which outlives checkouts.
+        config.layout = crate::source::layout(&config.state_dir, &settings.path);
+        config.base = crate::source::tree_root(&config.state_dir, &settings.path);
+        config.source = Some(settings);
+    }
     config.identity = super::load_identity(&args.ssh, true);
     config.shard = args.shard;
     config.metrics_addr = match args.metrics_addr.as_str() {

@@ -96,6 +96,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         scripts: None,
         secrets: None,
         config: None,
+        status_dir: None,
     };
     println!(
         "chom demo: sshd (pid {}) on 127.0.0.2-4 port {port}; demo tree in {}",

@@ -42,7 +42,7 @@ pub struct GetArgs {
 pub enum Output {
     /// NAME, READY, REASON, VALID, SPECS, DRIFTED, CPU, MEM, DISK, LAST RECONCILE, MESSAGE.
     Table,
-    /// The table plus address, OS, generation and components.
+    /// The table plus address, OS, generation, components and the git revision applied.
     Wide,
     /// The status documents as YAML.
     Yaml,
@@ -87,11 +87,11 @@ fn list(tree: &TreeArgs) -> anyhow::Result<BTreeMap<String, Listed>> {
         if let Some(name) = crate::validate::invalid_server_name(file)
             && !out.contains_key(&name)
         {
-            let status_path = file.with_file_name(format!("{name}.status.yaml"));
+            let status_path = layout.status_path(file, &name);
             out.insert(name.clone(), listed(&name, None, &status_path, Some(findings)));
         }
     }
-    for path in status_files(&layout.inventory) {
+    for path in status_files(layout.status.as_deref().unwrap_or(&layout.inventory)) {
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -226,7 +226,7 @@ pub fn run(args: &GetArgs) -> anyhow::Result<ExitCode> {
             let rows: Vec<Vec<String>> = listed.iter().map(|l| row(l, wide)).collect();
             let mut header = HEADER.to_vec();
             if wide {
-                header.extend(["ADDRESS", "OS", "GEN", "COMPONENTS"]);
+                header.extend(["ADDRESS", "OS", "GEN", "COMPONENTS", "REVISION"]);
             }
             header.push("MESSAGE");
             print!("{}", table::render(&header, &rows));
@@ -267,6 +267,12 @@ fn row(l: &Listed, wide: bool) -> Vec<String> {
             .filter(|c| c.state == status::ComponentState::Applied)
             .count();
         cells.push(format!("{applied}/{}", s.components.len()));
+        // The git source's commit last applied (`main@abc123def456`).
+        cells.push(
+            s.last_applied_revision
+                .as_ref()
+                .map_or("-".to_owned(), |r| format!("{}@{}", r.reference, r.short())),
+        );
     }
     // A broken file says so first: it is what the operator has to fix.
     let message = match (s.spec_errors.first(), ready) {

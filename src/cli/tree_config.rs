@@ -68,10 +68,22 @@ fn fill(
         file,
         state_dir: config.state_dir.as_deref().map(|d| treeconfig::resolve(base, d)),
     };
-    let tree = |tree: &mut TreeArgs| fill_tree(tree, sub, config, base, located.clone());
+    let tree = |tree: &mut TreeArgs| fill_tree(tree, sub, config, base, located.clone(), env);
     let ssh = |ssh: &mut SshArgs| fill_ssh(ssh, sub, config, base, env);
     match &mut cli.command {
-        Command::Validate(a) => tree(&mut a.tree),
+        // `chom validate` checks the working tree (a clone, a pre-commit hook), never the
+        // live checkout a git source keeps in the state directory.
+        Command::Validate(a) => fill_tree(
+            &mut a.tree,
+            sub,
+            &TreeConfig {
+                source: None,
+                ..config.clone()
+            },
+            base,
+            located.clone(),
+            env,
+        ),
         Command::Get(a) => tree(&mut a.tree),
         Command::History(a) => tree(&mut a.tree),
         Command::Resume(a) => tree(&mut a.tree),
@@ -99,6 +111,9 @@ fn fill(
             tree(&mut a.tree);
             ssh(&mut a.ssh);
             fill_daemon(a, sub, config)?;
+            if let Some(spec) = &config.source {
+                a.source_spec = Some(Box::new((spec.clone(), base.to_path_buf())));
+            }
         }
         Command::Secrets(a) => fill_secrets(a, sub, config, base),
         Command::Init(_) | Command::Schema(_) | Command::Demo(_) | Command::ImportLegacy(_) => {}
@@ -120,7 +135,26 @@ fn set<T>(matches: &ArgMatches, id: &str, target: &mut T, value: Option<T>) {
     }
 }
 
-fn fill_tree(tree: &mut TreeArgs, m: &ArgMatches, config: &TreeConfig, base: &Path, located: Located) {
+fn fill_tree(
+    tree: &mut TreeArgs,
+    m: &ArgMatches,
+    config: &TreeConfig,
+    base: &Path,
+    mut located: Located,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) {
+    if let Some(source) = &config.source {
+        // GitOps: the tree is the live checkout in the state directory, its statuses in
+        // the state directory's status folder.
+        let state = treeconfig::state_dir(None, located.state_dir.as_deref(), env, || base.join(".chom"));
+        let path = source.path.clone().unwrap_or_default();
+        let layout = crate::source::layout(&state, &path);
+        set(m, "inventory", &mut tree.inventory, Some(layout.inventory));
+        tree.status_dir = layout.status;
+        located.state_dir = Some(state);
+        tree.config = Some(located);
+        return;
+    }
     // The inventory is always taken from the config's folder, named or not: that is what
     // lets a command run from anywhere inside the tree.
     set(m, "inventory", &mut tree.inventory, Some(config.inventory_dir(base)));

@@ -32,6 +32,8 @@ pub struct Tracked {
     /// last SIGHUP): until then the server's passes check every component now, whatever
     /// its interval.
     pub checked: bool,
+    /// The git source's revision the desired state in force was read from.
+    pub revision: Option<crate::source::Revision>,
 }
 
 impl Tracked {
@@ -43,6 +45,7 @@ impl Tracked {
             hash: self.hash.clone(),
             generation: self.generation,
             previous: Some(self.observed.clone()),
+            revision: self.revision.clone(),
         }
     }
 }
@@ -199,6 +202,7 @@ impl Store {
                             observed,
                             spec_errors: Vec::new(),
                             checked: false,
+                            revision: None,
                         },
                     );
                     changes.changed.insert(name.clone());
