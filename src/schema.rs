@@ -119,15 +119,22 @@ pub struct Validators {
     pub role: jsonschema::Validator,
     /// For `chom.yaml` (`kind: Config`).
     pub config: jsonschema::Validator,
+    /// The schemas these were compiled from (server, role, config), for the field names
+    /// an unknown field is compared with.
+    pub sources: [Value; 3],
 }
 
 /// The process-wide validators.
 pub fn validators() -> &'static Validators {
     static VALIDATORS: OnceLock<Validators> = OnceLock::new();
-    VALIDATORS.get_or_init(|| Validators {
-        server: compile(&server()),
-        role: compile(&role()),
-        config: compile(&config()),
+    VALIDATORS.get_or_init(|| {
+        let sources = [server(), role(), config()];
+        Validators {
+            server: compile(&sources[0]),
+            role: compile(&sources[1]),
+            config: compile(&sources[2]),
+            sources,
+        }
     })
 }
 

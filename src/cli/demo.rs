@@ -19,6 +19,12 @@ use super::{SshArgs, TreeArgs};
 ///
 /// Needs OpenSSH's server binary (Debian/Ubuntu: apt-get install openssh-server); it is
 /// started on 127.0.0.2-4 only, with keys made for the demo, and stopped on Ctrl-C.
+///
+/// Examples:
+///   chom demo
+///   chom demo --duration 60
+///
+/// Exit codes: 0 stopped (Ctrl-C or --duration), 2 sshd could not be started, or usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DemoArgs {
@@ -111,13 +117,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  stop:   Ctrl-C (stops sshd and removes the demo files)\n");
 
     let ssh = SshArgs {
-        known_hosts: vec![known_hosts],
-        connect_timeout: 10,
+        connect: super::ConnectArgs {
+            known_hosts: vec![known_hosts],
+            connect_timeout: 10,
+        },
         max_handshakes: 10,
         handshake_rate: 200,
         ssh_idle_timeout: std::time::Duration::from_secs(90),
         ssh_max_idle: 64,
-        age_identity: None,
     };
     let config = args.tuning.config(&tree, root.join(".chom"));
     let transport = Arc::new(ssh.transport_with(config.interrupt.clone()));

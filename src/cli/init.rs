@@ -14,6 +14,8 @@ use clap::Args;
 /// Examples:
 ///   chom init
 ///   chom init ~/fleet
+///
+/// Exit codes: 0 written (or already there), 2 a file could not be written, or usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct InitArgs {

@@ -11,6 +11,9 @@ use clap::Args;
 /// Examples:
 ///   chom schema server
 ///   chom schema --write schemas/
+///   chom schema secretset
+///
+/// Exit codes: 0 printed or written, 2 the folder could not be written, or usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SchemaArgs {

@@ -32,6 +32,9 @@ use crate::status::Timestamp;
 ///   chom secrets list
 ///   chom secrets check --age-identity ~/.config/chom/age.key
 ///   chom secrets rotate                                # after changing .recipients
+///
+/// Exit codes: 0 done, 1 `check` found errors or `rotate` is blocked, 2 usage or
+/// environment errors (no identity, no .recipients, an unknown --server).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SecretsArgs {
@@ -52,15 +55,11 @@ pub struct SecretsArgs {
 /// The `chom secrets` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Store a value read from stdin, or a generated one.
+    // Each subcommand's help is the doc comment of its arguments struct.
     Set(SetArgs),
-    /// List names, scopes and ages (never values).
     List(ListArgs),
-    /// Check references, decryption and ages (exit 1 on errors).
     Check(CheckArgs),
-    /// Re-encrypt every value to the current .recipients.
     Rotate(RotateArgs),
-    /// Create an age identity and add its public key to .recipients.
     Keygen(KeygenArgs),
 }
 
