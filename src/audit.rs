@@ -101,7 +101,7 @@ pub fn git_commit(dir: &Path) -> Option<String> {
     if commit.is_empty() {
         return None;
     }
-    let status = git(&["status", "--porcelain", "--", "."]).unwrap_or_default();
+    let status = git(&["status", "--porcelain"]).unwrap_or_default();
     Some(if is_dirty(&status) {
         format!("{commit}+dirty")
     } else {

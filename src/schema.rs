@@ -110,6 +110,26 @@ pub fn write_all(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(written)
 }
 
+/// Writes each schema into `dir` that is not there yet (`chom init`, `chom
+/// import-legacy`: a new tree's modelines point at `schemas/`); never replaces one.
+pub fn write_missing(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (name, schema) in all() {
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(to_text(&schema).as_bytes())?;
+                written.push(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
 /// Compiled validators, built once per process (compiling costs about a millisecond, but
 /// a 10,000-file inventory must not pay it per file).
 pub struct Validators {

@@ -166,7 +166,7 @@ fn listed(name: &str, address: Option<String>, status_path: &Path, findings: Opt
 }
 
 /// `*.status.yaml` anywhere below the inventory folder (bounded depth).
-fn status_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn status_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {

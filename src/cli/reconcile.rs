@@ -187,6 +187,11 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         "it reconciles these servers itself; `kill -HUP <PID>` makes it check every server now, or stop it to run `chom reconcile`",
     )?;
     let (inventory, names) = super::load_servers(&args.tree, &names, &SelectorArgs::default())?;
+    // What a daemon does when a server's file is deleted, done here for the trees no
+    // daemon watches: the status files of servers that have no file any more go.
+    for path in remove_orphaned_status_files(&args.tree.inventory) {
+        eprintln!("removed {}: its server's file is gone", path.display());
+    }
     let (soft, hard) = (CancellationToken::new(), CancellationToken::new());
     let ctx = super::reconcile_context(&args.tree, &args.ssh, &args.identity, &inventory, hard.clone());
     let controller = Arc::new(Controller::new(ctx, state_dir, args.tree.inventory.clone()));
@@ -449,6 +454,29 @@ fn hand_off(args: &ReconcileArgs, names: &[String], daemons: &[OwnerInfo]) -> an
         servers.len() - failures
     );
     Ok(Some(ExitCode::from(code)))
+}
+
+/// Removes every `NAME.status.yaml` below the inventory without a `NAME.yaml` or
+/// `NAME.yml` beside it (valid or not: a broken file keeps its status). Returns the
+/// files removed.
+fn remove_orphaned_status_files(inventory: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    for path in super::get::status_files(inventory) {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".status.yaml"))
+        else {
+            continue;
+        };
+        let has_file = ["yaml", "yml"]
+            .iter()
+            .any(|ext| path.with_file_name(format!("{name}.{ext}")).exists());
+        if !has_file && std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Succeeded, or held back on purpose (suspended, pinned by a rollback).

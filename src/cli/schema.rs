@@ -36,6 +36,9 @@ pub enum Which {
     Status,
     /// `chom.yaml`, the tree configuration.
     Config,
+    /// A file in `secrets.d/` (`kind: SecretSet`).
+    #[value(name = "secretset")]
+    SecretSet,
 }
 
 /// Prints or writes the schemas.
@@ -53,6 +56,7 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         Which::Role => crate::schema::role(),
         Which::Status => crate::schema::status(),
         Which::Config => crate::schema::config(),
+        Which::SecretSet => crate::schema::secret_set(),
     };
     print!("{}", crate::schema::to_text(&schema));
     Ok(ExitCode::SUCCESS)

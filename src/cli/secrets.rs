@@ -160,12 +160,31 @@ pub struct KeygenArgs {
 pub fn run(args: &SecretsArgs, references: impl FnOnce() -> anyhow::Result<References>) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     match &args.command {
-        SecretsCommand::Set(a) => run_set(dir, a),
+        SecretsCommand::Set(a) => {
+            if let Some(server) = &a.server {
+                known_server(server, &references()?)?;
+            }
+            run_set(dir, a)
+        }
         SecretsCommand::List(a) => run_list(dir, a),
         SecretsCommand::Check(a) => run_check(dir, a, &references()?),
         SecretsCommand::Rotate(a) => run_rotate(dir, a),
         SecretsCommand::Keygen(a) => run_keygen(dir, a),
     }
+}
+
+/// Refuses a `--server` that names no server of the inventory beside the secrets folder,
+/// which would otherwise become a file no server reads. Without an inventory there is
+/// nothing to check against.
+fn known_server(server: &str, references: &References) -> anyhow::Result<()> {
+    if references.is_empty() || references.contains_key(server) {
+        return Ok(());
+    }
+    let hint = crate::suggest::did_you_mean(server, references.keys().map(String::as_str));
+    anyhow::bail!(
+        "server `{server}` is not in the inventory (or its file does not parse; run `chom validate`){hint}: \
+         its secrets would be read by no server"
+    )
 }
 
 /// `chom secrets set`.
