@@ -781,3 +781,94 @@ fn import_legacy_dry_run_counts_every_problem_once() {
     assert_eq!(lines.iter().filter(|l| l.contains("error(s)")).count(), 1, "{text}");
     assert!(!text.contains("0 error(s)"), "{text}");
 }
+
+// ---- plan --diff, over SSH ----
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+/// A component that manages two files with the example scripts' `ensure_file`: a plain
+/// one, whose pending change `plan --diff` shows, and a secret one, only named.
+const CONF_SCRIPT: &str = r#"#!/bin/sh
+set -eu
+COMPONENT=conf
+src=$(mktemp)
+printf '%s\n' "line one" "line $CHOM_CFG_VALUE" "line three" >"$src"
+if is_check; then
+    ensure_file "$src" "$CHOM_CFG_PATH" - -
+    ensure_file "$src" "$CHOM_CFG_PATH.key" - - secret
+    rm -f "$src"
+    finish
+fi
+cp "$src" "$CHOM_CFG_PATH"
+cp "$src" "$CHOM_CFG_PATH.key"
+rm -f "$src"
+echo "::chom:: changed"
+"#;
+
+#[test]
+fn plan_diff_shows_what_a_check_would_change_in_managed_files() {
+    let sshd = sshd::Sshd::start();
+    let tree = Tree::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(tree.path("scripts/lib")).unwrap();
+    std::fs::copy(root.join("scripts/lib/helpers.sh"), tree.path("scripts/lib/helpers.sh")).unwrap();
+    tree.write("scripts/conf.sh", CONF_SCRIPT);
+    let target = tree.path("app.conf");
+    let server = |value: &str| {
+        format!(
+            "apiVersion: chom.dev/v1\nkind: Server\nmetadata:\n  name: app-1\n  labels: {{env: test}}\nspec:\n  address: 127.0.0.1\n  ssh:\n    user: {user}\n    port: {port}\n    identityFile: {key}\n  components:\n    - name: conf\n      config: {{path: {path}, value: {value}}}\n",
+            user = sshd::current_user(),
+            port = sshd.port,
+            key = sshd.client_key.display(),
+            path = target.display(),
+        )
+    };
+    tree.write("inventory.d/app-1.yaml", &server("two"));
+    let known_hosts = sshd.known_hosts.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chom"))
+            .current_dir(tree.dir.path())
+            .env("HOME", tree.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .args(args)
+            .args(["--known-hosts", &known_hosts])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["reconcile", "app-1"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    // Edited by hand, with a secret-looking line in the key file.
+    std::fs::write(&target, "line one\nline 2 edited by hand\nline three\n").unwrap();
+    std::fs::write(tree.path("app.conf.key"), "hunter2-by-hand\n").unwrap();
+
+    let out = run(&["plan", "--diff", "-l", "env=test"]);
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let path = target.display().to_string();
+    assert!(
+        text.contains(&format!(
+            "app-1 conf: {path}\n--- {path}\n+++ {path} (as chom would write it)\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\n-line 2 edited by hand\n+line two\n"), "{text}");
+    assert!(
+        text.contains(&format!("app-1 conf: {path}.key\n(secret file: contents not shown)\n")),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "a secret file's contents never show: {text}");
+
+    // The same in the document, under the item.
+    let out = run(&["plan", "--diff", "-o", "json"]);
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let diffs = &doc["items"][0]["diffs"];
+    assert_eq!(diffs[0]["path"], path.as_str());
+    assert!(diffs[0]["diff"].as_str().unwrap().contains("+line two"));
+    assert_eq!(diffs[1]["secret"], true);
+    assert!(diffs[1].get("diff").is_none());
+    // Without --diff, no diff.
+    let out = run(&["plan"]);
+    assert!(!stdout(&out).contains("+line two"));
+}

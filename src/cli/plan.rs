@@ -28,6 +28,7 @@ use crate::status::{ReconcileResult, reasons, types};
 ///   chom plan
 ///   chom plan web-1
 ///   chom plan -l env=prod -o json
+///   chom plan --diff web-1           # what would change in each managed file
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PlanArgs {
@@ -46,6 +47,11 @@ pub struct PlanArgs {
     /// Output format: the table, or the summary as JSON or YAML (README: "Output shapes").
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Show, under the table, what each drifted component would change in the files it
+    /// manages: a unified diff per file, as its check run reports it (`::chom:: diff-begin`;
+    /// the example scripts' `ensure_file` does). Secret files are named, never shown.
+    #[arg(long)]
+    pub diff: bool,
     /// Servers planned at once.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub workers: usize,
@@ -89,6 +95,7 @@ struct Line {
     verdict: Verdict,
     plan: String,
     detail: String,
+    diffs: Vec<component::FileDiff>,
 }
 
 /// `chom plan -o json|yaml`: the plan as a document.
@@ -113,6 +120,9 @@ struct PlanItem<'a> {
     /// `inSync`, `change` or `error`.
     verdict: &'static str,
     detail: &'a str,
+    /// With --diff: the files a drifted component would change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diffs: Option<&'a [component::FileDiff]>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -196,6 +206,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
                         Verdict::Error => "error",
                     },
                     detail: &l.detail,
+                    diffs: (args.diff && !l.diffs.is_empty()).then_some(l.diffs.as_slice()),
                 })
                 .collect(),
             summary: PlanSummary {
@@ -213,8 +224,34 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         .map(|l| vec![l.server.clone(), l.component.clone(), l.plan.clone(), l.detail.clone()])
         .collect();
     print!("{}", table::render(&["SERVER", "COMPONENT", "PLAN", "DETAIL"], &rows));
+    if args.diff {
+        print!("{}", render_diffs(&lines));
+    }
     println!("plan: {in_sync} in sync, {changes} to change, {errors} error(s); nothing was changed");
     Ok(ExitCode::from(code))
+}
+
+/// The diffs under the table: a heading per server, component and file, then the diff.
+fn render_diffs(lines: &[Line]) -> String {
+    let mut out = String::new();
+    for l in lines.iter().filter(|l| !l.diffs.is_empty()) {
+        for d in &l.diffs {
+            out.push_str(&format!("\n{} {}: {}\n", l.server, l.component, d.path));
+            if d.secret {
+                out.push_str("(secret file: contents not shown)\n");
+                continue;
+            }
+            out.push_str(&d.diff);
+            if d.truncated {
+                out.push_str(&format!(
+                    "(diff cut at {} lines or {} KiB)\n",
+                    component::DIFF_LINES_MAX,
+                    component::DIFF_BYTES_MAX / 1024
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The plan lines of one server, from its dry-run pass: one per component, or one for
@@ -226,6 +263,7 @@ fn lines_of(name: &str, outcome: &Outcome) -> Vec<Line> {
         verdict,
         plan: plan.to_owned(),
         detail,
+        diffs: Vec::new(),
     };
     let ready = outcome.status.condition(types::READY);
     let why = ready.map(|c| c.message.clone()).unwrap_or_default();
@@ -256,7 +294,9 @@ fn lines_of(name: &str, outcome: &Outcome) -> Vec<Line> {
                 }
                 StepKind::Failed | StepKind::Interrupted | StepKind::Skipped => (Verdict::Error, "error"),
             };
-            line(&step.component, verdict, plan, step.detail.clone())
+            let mut l = line(&step.component, verdict, plan, step.detail.clone());
+            l.diffs.clone_from(&step.diffs);
+            l
         })
         .collect()
 }
