@@ -872,3 +872,29 @@ fn plan_diff_shows_what_a_check_would_change_in_managed_files() {
     let out = run(&["plan"]);
     assert!(!stdout(&out).contains("+line two"));
 }
+
+// ---- install ----
+
+#[test]
+fn the_readme_quick_start_and_install_sh_agree_on_how_to_build() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let install = std::fs::read_to_string(root.join("contrib/install.sh")).unwrap();
+    let quick_start =
+        &readme[readme.find("## Quick start").unwrap()..readme.find("### The real-server suite").unwrap()];
+    // chom on PATH, reproducibly, before any `chom …` command is shown.
+    let first_chom = quick_start.find("\nchom ").unwrap();
+    let installed = quick_start
+        .find("cargo install --locked --path .")
+        .expect("cargo install in the quick start");
+    assert!(installed < first_chom, "install comes before the first chom command");
+    // The control host: the same build, the same way, in the README and the script.
+    let build = "cargo build --release --locked && sudo contrib/install.sh target/release/chom";
+    assert!(quick_start.contains(build), "quick start: {build}");
+    assert!(install.contains(build), "contrib/install.sh: {build}");
+    let section = &readme[readme.find("**Installing it.**").unwrap()..];
+    assert!(
+        section.contains("cargo build --release --locked\n"),
+        "control host section builds --locked"
+    );
+}

@@ -15,6 +15,26 @@ use clap::Args;
 use super::daemon::Tuning;
 use super::{SshArgs, TreeArgs};
 
+/// How to run this chom from a shell: `chom` when that is what PATH finds, else the
+/// binary's own path (after `cargo run`, chom is not on PATH).
+fn self_command() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "chom".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("chom"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .is_some_and(|p| p == me)
+    });
+    if on_path {
+        "chom".to_owned()
+    } else {
+        me.display().to_string()
+    }
+}
+
 /// Try chom on this machine: a loopback sshd, a demo inventory and the daemon.
 ///
 /// Needs OpenSSH's server binary (Debian/Ubuntu: apt-get install openssh-server); it is
@@ -109,7 +129,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         root.display()
     );
     println!("  watch:  {}/inventory.d/*.status.yaml appear", root.display());
-    println!("  try:    chom get --inventory {}/inventory.d -o wide", root.display());
+    println!(
+        "  try:    {} get --inventory {}/inventory.d -o wide",
+        self_command(),
+        root.display()
+    );
     println!(
         "          edit or add a file in {}/inventory.d and see it reconciled",
         root.display()
