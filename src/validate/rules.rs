@@ -47,7 +47,7 @@ pub(super) fn schema_diagnostic(
                     "remove it; unknown fields are errors so that a typo is never silently ignored".to_owned()
                 } else {
                     format!(
-                        "unknown fields are errors so that a typo is never silently ignored; the fields here are: {}",
+                        "check the spelling; unknown fields are errors so that a typo is never silently ignored (the fields here: {})",
                         known.join(", ")
                     )
                 }),
