@@ -158,6 +158,11 @@ fn man_pages_are_written_for_chom_and_every_command() {
 fn every_command_help_shows_examples_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     for command in [
+        "secrets set",
+        "secrets list",
+        "secrets check",
+        "secrets rotate",
+        "secrets keygen",
         "validate",
         "schema",
         "init",
@@ -176,7 +181,9 @@ fn every_command_help_shows_examples_and_exit_codes() {
         "completion",
         "man",
     ] {
-        let out = chom_in(dir.path(), &[command, "--help"]);
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let out = chom_in(dir.path(), &args);
         assert_eq!(code(&out), 0, "{command}");
         let text = stdout(&out);
         assert!(text.contains("Examples:"), "{command} --help has no examples:\n{text}");

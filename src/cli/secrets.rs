@@ -90,6 +90,9 @@ impl IdentityArgs {
 ///   chom secrets set SMTP_PASSWORD < smtp-password.txt
 ///   chom secrets set MARIADB_ROOT_PASSWORD --generate --length 40
 ///   chom secrets set DB_PASSWORD --server db-1
+///
+/// Exit codes: 0 stored (or kept), 2 a bad name, an unknown --server, no .recipients, or
+/// usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SetArgs {
@@ -112,7 +115,14 @@ pub struct SetArgs {
 }
 
 /// List secrets: names, file, age in days. Never values.
+///
+/// Examples:
+///   chom secrets list
+///   chom secrets list --server web-1
+///
+/// Exit codes: 0 listed, 2 the folder cannot be read, or usage errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct ListArgs {
     /// Show what this server receives (its overrides replace common entries).
     #[arg(long, value_name = "SERVER")]
@@ -120,7 +130,15 @@ pub struct ListArgs {
 }
 
 /// Check that every referenced secret exists, every value decrypts, none is too old.
+///
+/// Examples:
+///   chom secrets check --age-identity ~/.config/chom/age.key
+///   chom secrets check --no-decrypt --max-age 180     # in CI, without the key
+///
+/// Exit codes: 0 no errors (old values only warn), 1 errors found, 2 usage or environment
+/// errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct CheckArgs {
     /// Warn about values set more than this many days ago.
     #[arg(long, value_name = "DAYS", default_value_t = 90)]
@@ -137,7 +155,14 @@ pub struct CheckArgs {
 ///
 /// Run it after adding or removing a person. Rotation re-encrypts; it does not change the
 /// values, so after removing someone also change the credentials they could read.
+///
+/// Examples:
+///   chom secrets rotate --age-identity ~/.config/chom/age.key
+///
+/// Exit codes: 0 re-encrypted, 1 blocked (a value this identity cannot read), 2 usage or
+/// environment errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct RotateArgs {
     /// An identity that can read every current value.
     #[command(flatten)]
@@ -145,7 +170,14 @@ pub struct RotateArgs {
 }
 
 /// Create an age identity (mode 600), print its public key, add it to .recipients.
+///
+/// Examples:
+///   chom secrets keygen --out ~/.config/chom/age.key
+///   sudo chom secrets keygen --out /etc/chom/age-identity
+///
+/// Exit codes: 0 created, 2 the file exists or cannot be written, or usage errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct KeygenArgs {
     /// Where to write the new identity; an existing file is never overwritten.
     #[arg(long, value_name = "FILE")]
