@@ -2,7 +2,7 @@
 # contrib/install.sh BINARY: makes this machine a chom control host, to run `chom daemon`
 # under systemd with contrib/chom.service. Run it as root from a checkout of chom:
 #
-#   cargo build --release && sudo contrib/install.sh target/release/chom
+#   cargo build --release --locked && sudo contrib/install.sh target/release/chom
 #
 # It installs BINARY as /usr/local/bin/chom (replaced atomically, so a running daemon keeps
 # its copy until restarted), creates the `chom` system user and group, /etc/chom (root:chom,

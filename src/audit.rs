@@ -87,22 +87,60 @@ pub fn who() -> String {
     format!("{}@{}", if user.is_empty() { "unknown" } else { &user }, host.trim())
 }
 
-/// The commit checked out where `dir` lives, when it is a git checkout.
+/// The commit checked out where `dir` lives, when it is a git checkout, with `+dirty`
+/// appended when the checkout has changes not committed (chom's own status files,
+/// lock files and state folder aside), so a record never claims a commit it did not run.
 pub fn git_commit(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let commit = git(&["rev-parse", "HEAD"])?.trim().to_owned();
+    if commit.is_empty() {
+        return None;
+    }
+    let status = git(&["status", "--porcelain"]).unwrap_or_default();
+    Some(if is_dirty(&status) {
+        format!("{commit}+dirty")
+    } else {
+        commit
+    })
+}
+
+/// True when `git status --porcelain` lists a change other than chom's own files.
+fn is_dirty(porcelain: &str) -> bool {
+    porcelain.lines().any(|line| {
+        let path = line.get(3..).unwrap_or_default().trim_matches('"');
+        let file = path.rsplit('/').next().unwrap_or(path);
+        !(path.is_empty()
+            || file.ends_with(".status.yaml")
+            || file.starts_with(".chom.")
+            || path.starts_with(".chom/")
+            || path.contains("/.chom/"))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_changes_to_the_tree_make_it_dirty() {
+        assert!(!is_dirty(""));
+        assert!(!is_dirty(
+            "?? inventory.d/web-1.status.yaml\n?? inventory.d/.chom.lock\n?? .chom/history/x.json\n"
+        ));
+        assert!(is_dirty(" M inventory.d/web-1.yaml\n"));
+        assert!(is_dirty(" D scripts/motd.sh\n"));
+    }
 
     #[test]
     fn events_are_appended_one_json_line_each() {

@@ -2,6 +2,7 @@
 //! Each subcommand lives in `cli/<name>.rs` with a `run`; output for people goes to
 //! stdout through renderers, never through tracing.
 
+mod completion;
 mod daemon;
 mod demo;
 mod detect;
@@ -66,36 +67,26 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check resources against the schema and the inventory's rules (for pre-commit and CI).
+    // No doc comments here: each subcommand's help (its summary, description, exit
+    // codes and examples) is the doc comment of its arguments struct.
     Validate(validate::ValidateArgs),
-    /// Print or write the JSON Schemas of the resource and status files.
     Schema(schema::SchemaArgs),
-    /// Scaffold a new chom tree: chom.yaml, inventory.d/, scripts/, secrets.d/ and .gitignore.
     Init(init::InitArgs),
-    /// Detect servers' hardware over SSH and compare it with the inventory.
     Detect(detect::DetectArgs),
-    /// Fetch servers' SSH host keys, show their fingerprints, and record them once confirmed.
     Trust(trust::TrustArgs),
-    /// Reconcile servers once: detect, judge, apply components, write status files.
     Reconcile(reconcile::ReconcileArgs),
-    /// Show servers and their status (kubectl-style).
     Get(get::GetArgs),
-    /// Show past deployments and hardware snapshots.
     History(history::HistoryArgs),
-    /// Re-apply an earlier deployment's component versions and pin the server there.
     Rollback(rollback::RollbackArgs),
-    /// Release a server pinned by `chom rollback`.
     Resume(rollback::ResumeArgs),
-    /// Show what a reconcile would change, without changing anything.
     Plan(plan::PlanArgs),
-    /// Watch the inventory and keep every server reconciled.
     Daemon(Box<daemon::DaemonArgs>),
-    /// A first look: a throwaway loopback sshd, a demo inventory and the daemon.
     Demo(demo::DemoArgs),
-    /// Manage the age-encrypted secrets in secrets.d/ (values never on argv or in logs).
     Secrets(secrets::SecretsArgs),
     /// Convert the Bash deployer's configs/inventory.yaml into inventory.d/ and secrets.d/.
     ImportLegacy(import_legacy::ImportLegacyArgs),
+    Completion(completion::CompletionArgs),
+    Man(completion::ManArgs),
 }
 
 /// Where the inventory is, shared by every subcommand that reads it.
@@ -120,6 +111,42 @@ pub struct TreeArgs {
     pub status_dir: Option<PathBuf>,
 }
 
+/// Where the inventory is, for the subcommands that read it but run no script and
+/// decrypt no secret (`trust`, `detect`, `get`, `history`, `resume`): only `--inventory`
+/// on the command line. chom.yaml's `scripts:` and `secrets:` still apply, because the
+/// inventory is validated against them.
+#[derive(Debug, Clone, Args)]
+pub struct InventoryArgs {
+    /// The folder of Server and Role files.
+    #[arg(long, value_name = "DIR", default_value = "inventory.d", env = "CHOM_INVENTORY")]
+    pub inventory: PathBuf,
+    /// chom.yaml's `scripts:`, set by [`apply_tree_config`].
+    #[arg(skip)]
+    pub scripts: Option<PathBuf>,
+    /// chom.yaml's `secrets:`, set by [`apply_tree_config`].
+    #[arg(skip)]
+    pub secrets: Option<PathBuf>,
+    /// The chom.yaml this command runs under, set by [`apply_tree_config`].
+    #[arg(skip)]
+    pub config: Option<crate::treeconfig::Located>,
+    /// The status folder of a git-sourced tree, as in [`TreeArgs`].
+    #[arg(skip)]
+    pub status_dir: Option<PathBuf>,
+}
+
+impl InventoryArgs {
+    /// The same tree as [`TreeArgs`], for the functions that take one.
+    pub fn tree(&self) -> TreeArgs {
+        TreeArgs {
+            inventory: self.inventory.clone(),
+            scripts: self.scripts.clone(),
+            secrets: self.secrets.clone(),
+            config: self.config.clone(),
+            status_dir: self.status_dir.clone(),
+        }
+    }
+}
+
 impl TreeArgs {
     /// The layout these options describe.
     pub fn layout(&self) -> crate::inventory::Layout {
@@ -135,9 +162,9 @@ impl TreeArgs {
     }
 }
 
-/// SSH options shared by every subcommand that connects to servers.
+/// How to reach a server and check its host key: every subcommand that connects.
 #[derive(Debug, Clone, Args)]
-pub struct SshArgs {
+pub struct ConnectArgs {
     /// Extra OpenSSH known_hosts file, consulted after ~/.ssh/known_hosts (repeatable;
     /// replaces chom.yaml's knownHosts). `chom trust` records keys in the first one given.
     #[arg(long = "known-hosts", value_name = "FILE", env = "CHOM_KNOWN_HOSTS")]
@@ -145,6 +172,34 @@ pub struct SshArgs {
     /// Seconds allowed for TCP connect, key exchange and login.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
+}
+
+impl ConnectArgs {
+    /// The known_hosts files consulted: ~/.ssh/known_hosts, then the ones given.
+    pub fn known_hosts_files(&self) -> Vec<PathBuf> {
+        let mut files = crate::ssh::TransportConfig::default().known_hosts_files;
+        files.extend(self.known_hosts.iter().cloned());
+        files
+    }
+}
+
+/// The age identity, for the subcommands that decrypt secrets (`reconcile`, `plan`,
+/// `rollback`, `daemon`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct IdentityArgs {
+    /// age identity that decrypts secrets.d/ [default: $CHOM_AGE_IDENTITY, else the
+    /// systemd credential `age-identity`]. Must not be readable by group or others.
+    #[arg(long, value_name = "FILE")]
+    pub age_identity: Option<PathBuf>,
+}
+
+/// SSH options of the subcommands that work across the fleet over pooled connections
+/// (`detect`, `reconcile`, `plan`, `rollback`, `daemon`).
+#[derive(Debug, Clone, Args)]
+pub struct SshArgs {
+    /// known_hosts and the connect timeout.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// SSH handshakes in flight at once across the fleet (OpenSSH's MaxStartups drops
     /// bursts above its start value, 10 by default).
     #[arg(long, default_value_t = 10, value_name = "N")]
@@ -162,20 +217,9 @@ pub struct SshArgs {
     /// idle for 1 s, which bounds memory on large fleets (each open one holds ~85 KiB).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub ssh_max_idle: usize,
-    /// age identity that decrypts secrets.d/ [default: $CHOM_AGE_IDENTITY, else the
-    /// systemd credential `age-identity`]. Must not be readable by group or others.
-    #[arg(long, value_name = "FILE")]
-    pub age_identity: Option<PathBuf>,
 }
 
 impl SshArgs {
-    /// The known_hosts files consulted: ~/.ssh/known_hosts, then the ones given.
-    pub fn known_hosts_files(&self) -> Vec<PathBuf> {
-        let mut files = crate::ssh::TransportConfig::default().known_hosts_files;
-        files.extend(self.known_hosts.iter().cloned());
-        files
-    }
-
     /// A transport configured from these options.
     pub fn transport(&self) -> crate::ssh::Transport {
         self.transport_with(tokio_util::sync::CancellationToken::new())
@@ -185,8 +229,8 @@ impl SshArgs {
     /// `interrupt` is cancelled.
     pub fn transport_with(&self, interrupt: tokio_util::sync::CancellationToken) -> crate::ssh::Transport {
         let config = crate::ssh::TransportConfig {
-            known_hosts_files: self.known_hosts_files(),
-            connect_timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
+            known_hosts_files: self.connect.known_hosts_files(),
+            connect_timeout: std::time::Duration::from_secs(self.connect.connect_timeout.max(1)),
             max_handshakes_in_flight: self.max_handshakes.max(1),
             handshake_rate: self.handshake_rate,
             idle_timeout: self.ssh_idle_timeout,
@@ -213,8 +257,11 @@ pub fn state_dir(tree: &TreeArgs, option: Option<&std::path::Path>) -> PathBuf {
 /// Loads the age identity, if one is configured. `quiet_if_absent` is for callers that
 /// only might need it; a misconfigured identity (bad permissions, unreadable) is
 /// always reported, because the servers that need it will not be deployed.
-pub fn load_identity(ssh: &SshArgs, quiet_if_absent: bool) -> Option<std::sync::Arc<crate::secrets::Identity>> {
-    let located = crate::secrets::locate_identity(ssh.age_identity.as_deref(), |k| std::env::var_os(k));
+pub fn load_identity(
+    identity: &IdentityArgs,
+    quiet_if_absent: bool,
+) -> Option<std::sync::Arc<crate::secrets::Identity>> {
+    let located = crate::secrets::locate_identity(identity.age_identity.as_deref(), |k| std::env::var_os(k));
     match located.and_then(|path| crate::secrets::Identity::load(&path)) {
         Ok(identity) => Some(std::sync::Arc::new(identity)),
         Err(crate::secrets::SecretsError::NoIdentity) if quiet_if_absent => None,
@@ -230,6 +277,7 @@ pub fn load_identity(ssh: &SshArgs, quiet_if_absent: bool) -> Option<std::sync::
 pub fn reconcile_context(
     tree: &TreeArgs,
     ssh: &SshArgs,
+    identity: &IdentityArgs,
     inventory: &crate::inventory::Inventory,
     interrupt: tokio_util::sync::CancellationToken,
 ) -> crate::reconcile::Context {
@@ -238,7 +286,11 @@ pub fn reconcile_context(
         transport: std::sync::Arc::new(ssh.transport_with(interrupt)),
         layout: tree.layout(),
         base: tree_base(tree),
-        identity: if needs_secrets { load_identity(ssh, false) } else { None },
+        identity: if needs_secrets {
+            load_identity(identity, false)
+        } else {
+            None
+        },
         redactor: crate::secrets::Redactor::new(),
     }
 }
@@ -267,10 +319,31 @@ pub fn tree_base(tree: &TreeArgs) -> PathBuf {
     absolute.parent().map(PathBuf::from).unwrap_or_default()
 }
 
+/// The label selector of the commands that pick servers (`-l env=prod,tier!=db`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectorArgs {
+    /// Only servers whose `metadata.labels` match: `key=value`, `key!=value`, `key`,
+    /// `!key`, comma-separated, all must hold (as `kubectl -l`).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<crate::selector::Selector>,
+}
+
+impl SelectorArgs {
+    /// True when the server with these labels is selected (always, without a selector).
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.selector.as_ref().is_none_or(|s| s.matches(labels))
+    }
+}
+
 /// Validates the tree and picks the servers to work on: the ones named, or all valid
-/// ones. Findings are summarised on stderr; servers with errors are skipped, and naming
-/// one is an error.
-pub fn load_servers(tree: &TreeArgs, names: &[String]) -> anyhow::Result<(crate::inventory::Inventory, Vec<String>)> {
+/// ones; then those the selector matches. Findings are summarised on stderr; servers
+/// with errors are skipped, and naming one is an error (with the closest name, when one
+/// is close).
+pub fn load_servers(
+    tree: &TreeArgs,
+    names: &[String],
+    select: &SelectorArgs,
+) -> anyhow::Result<(crate::inventory::Inventory, Vec<String>)> {
     let report = crate::validate::load(&tree.layout(), &[])?;
     let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
@@ -279,16 +352,37 @@ pub fn load_servers(tree: &TreeArgs, names: &[String]) -> anyhow::Result<(crate:
         );
     }
     let inventory = report.inventory;
-    if names.is_empty() {
-        let all = inventory.servers.keys().cloned().collect();
-        return Ok((inventory, all));
-    }
-    for name in names {
-        if !inventory.servers.contains_key(name) {
-            anyhow::bail!("server `{name}` is not in the inventory, or its file has errors (run `chom validate`)");
+    let chosen: Vec<String> = if names.is_empty() {
+        inventory.servers.keys().cloned().collect()
+    } else {
+        for name in names {
+            if !inventory.servers.contains_key(name) {
+                let hint = crate::suggest::did_you_mean(name, inventory.servers.keys().map(String::as_str));
+                anyhow::bail!(
+                    "server `{name}` is not in the inventory, or its file has errors (run `chom validate`){hint}"
+                );
+            }
         }
+        names.to_vec()
+    };
+    let chosen = chosen
+        .into_iter()
+        .filter(|n| {
+            inventory
+                .servers
+                .get(n)
+                .is_some_and(|e| select.matches(&e.server.metadata.labels))
+        })
+        .collect();
+    Ok((inventory, chosen))
+}
+
+/// Said on stderr when a selector leaves no server: the command then does nothing
+/// (never "all", which an empty list of names means elsewhere).
+pub fn nothing_selected(select: &SelectorArgs) {
+    if let Some(s) = &select.selector {
+        eprintln!("no server matches the selector `{s}`");
     }
-    Ok((inventory, names.to_vec()))
 }
 
 /// Secret names each server references, for `chom secrets check`: every valid server of
@@ -348,7 +442,7 @@ pub fn parse_server_name(text: &str) -> Result<String, String> {
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::resource::DurationSpec::parse(text)
         .map(|d| d.0)
-        .ok_or_else(|| format!("{text:?} is not a duration such as 500ms, 30s or 10m"))
+        .ok_or_else(|| format!("{text:?}: {}", crate::resource::DURATION_HELP))
 }
 
 /// Sets up tracing on stderr: `warn` by default, `info` for chom's own lines in the daemon
@@ -392,6 +486,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(&args),
         Command::Secrets(args) => secrets::run(&args, || secret_references(&args.dir)),
         Command::ImportLegacy(args) => import_legacy::run(&args),
+        Command::Completion(args) => completion::completion(&args),
+        Command::Man(args) => completion::man(&args),
     }
 }
 

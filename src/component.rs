@@ -264,7 +264,35 @@ pub struct Report {
     pub artifacts: Vec<Artifact>,
     /// Resources past [`RESOURCES_MAX`], counted and not listed.
     pub resources_not_listed: u64,
+    /// What a check run would change in managed files: `::chom:: diff-begin PATH`, the
+    /// unified diff's lines, `::chom:: diff-end`; or `::chom:: diff-secret PATH` for a file
+    /// whose contents are never shown. At most [`DIFFS_MAX`], each capped.
+    pub diffs: Vec<FileDiff>,
 }
+
+/// One managed file's pending change, as a check run reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileDiff {
+    /// The file on the server.
+    pub path: String,
+    /// The unified diff (current file → what apply would write); empty for a secret.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff: String,
+    /// A secret file: that it would change is all that is said.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+    /// Lines past [`DIFF_LINES_MAX`] or [`DIFF_BYTES_MAX`] were left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// The most files a run reports diffs for.
+pub const DIFFS_MAX: usize = 20;
+/// The most lines kept of one file's diff.
+pub const DIFF_LINES_MAX: usize = 200;
+/// The most bytes kept of one file's diff.
+pub const DIFF_BYTES_MAX: usize = 16 * 1024;
 
 /// Reads `::chom::` lines; other output is ignored. Unknown verbs are kept as warnings
 /// so a typo in a script is visible instead of silently dropped.
@@ -272,7 +300,27 @@ pub fn parse_report(stdout: &str) -> Report {
     let mut report = Report::default();
     let mut warnings = Vec::new();
     let mut artifacts_dropped = 0u64;
+    let mut diffs_dropped = 0u64;
+    // The diff being read: inside a block every line is diff text (a context line may
+    // itself hold `::chom::`), until exactly `::chom:: diff-end`.
+    let mut open_diff: Option<FileDiff> = None;
     for line in stdout.lines() {
+        if let Some(diff) = &mut open_diff {
+            if line.trim_end() == "::chom:: diff-end" {
+                let done = open_diff.take().unwrap_or_default();
+                if report.diffs.len() < DIFFS_MAX {
+                    report.diffs.push(done);
+                } else {
+                    diffs_dropped += 1;
+                }
+            } else if diff.diff.lines().count() >= DIFF_LINES_MAX || diff.diff.len() + line.len() + 1 > DIFF_BYTES_MAX {
+                diff.truncated = true;
+            } else {
+                diff.diff.push_str(line);
+                diff.diff.push('\n');
+            }
+            continue;
+        }
         let Some(rest) = line.trim_start().strip_prefix("::chom::") else {
             continue;
         };
@@ -295,6 +343,23 @@ pub fn parse_report(stdout: &str) -> Report {
                 }
             }
             "warning" => warnings.push(head(args.trim(), FIELD_MAX)),
+            "diff-begin" => {
+                open_diff = Some(FileDiff {
+                    path: head(args.trim(), FIELD_MAX),
+                    ..FileDiff::default()
+                });
+            }
+            "diff-secret" => {
+                if report.diffs.len() < DIFFS_MAX {
+                    report.diffs.push(FileDiff {
+                        path: head(args.trim(), FIELD_MAX),
+                        secret: true,
+                        ..FileDiff::default()
+                    });
+                } else {
+                    diffs_dropped += 1;
+                }
+            }
             "artifact" => {
                 let mut fields = args.trim().splitn(3, char::is_whitespace);
                 match (fields.next(), fields.next(), fields.next()) {
@@ -327,6 +392,20 @@ pub fn parse_report(stdout: &str) -> Report {
     report.warnings = warnings;
     if dropped > 0 {
         report.warnings.push(format!("{dropped} more warnings not kept"));
+    }
+    // A block the script never closed (it exited inside `diff`) is kept as it is.
+    if let Some(mut diff) = open_diff {
+        diff.truncated = true;
+        if report.diffs.len() < DIFFS_MAX {
+            report.diffs.push(diff);
+        } else {
+            diffs_dropped += 1;
+        }
+    }
+    if diffs_dropped > 0 {
+        report
+            .warnings
+            .push(format!("{diffs_dropped} more file diffs not kept"));
     }
     if artifacts_dropped > 0 {
         report
@@ -459,6 +538,33 @@ mod tests {
         let rotated =
             std::collections::BTreeMap::from([("DB_PASSWORD".to_owned(), "common@2026-11-26T12:00:00Z".to_owned())]);
         assert_ne!(base, digest(&c, b"echo a", &rotated), "a changed secret is re-applied");
+    }
+
+    #[test]
+    fn diff_blocks_are_kept_verbatim_capped_and_secret_files_only_named() {
+        let stdout = "::chom:: diff-begin /etc/app.conf\n--- /etc/app.conf\n+++ /etc/app.conf (as chom would write it)\n@@ -1 +1 @@\n-a\n+b\n ::chom:: changed\n::chom:: diff-end\n::chom:: diff-secret /etc/app.key\n::chom:: resource file /etc/app.conf\n";
+        let r = parse_report(stdout);
+        assert!(!r.changed, "a line inside a diff is diff text, not a report");
+        assert_eq!(r.resources.len(), 1);
+        assert_eq!(r.diffs.len(), 2);
+        assert_eq!(r.diffs[0].path, "/etc/app.conf");
+        assert!(r.diffs[0].diff.ends_with("+b\n ::chom:: changed\n") && !r.diffs[0].truncated);
+        assert_eq!(
+            r.diffs[1],
+            FileDiff {
+                path: "/etc/app.key".into(),
+                secret: true,
+                ..FileDiff::default()
+            }
+        );
+        // Capped: lines past the limit are dropped and said to be.
+        let long: String = (0..500).map(|i| format!("+line {i}\n")).collect();
+        let r = parse_report(&format!("::chom:: diff-begin /big\n{long}::chom:: diff-end\n"));
+        assert_eq!(r.diffs[0].diff.lines().count(), DIFF_LINES_MAX);
+        assert!(r.diffs[0].truncated);
+        // A block never closed is kept, marked cut.
+        let r = parse_report("::chom:: diff-begin /x\n+y\n");
+        assert_eq!((r.diffs[0].diff.as_str(), r.diffs[0].truncated), ("+y\n", true));
     }
 
     #[test]

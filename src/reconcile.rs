@@ -122,6 +122,9 @@ pub struct Step {
     pub kind: StepKind,
     /// Why, for people (redacted like every remote output).
     pub detail: String,
+    /// For drift found by a check run: what it would change in managed files, where the
+    /// script reports it (`::chom:: diff-begin`), redacted like every remote output.
+    pub diffs: Vec<component::FileDiff>,
 }
 
 /// The outcome of one pass.
@@ -474,6 +477,7 @@ impl Components<'_, '_, '_> {
             component: component.to_owned(),
             kind,
             detail: detail.into(),
+            diffs: Vec::new(),
         });
     }
 
@@ -567,6 +571,9 @@ impl Components<'_, '_, '_> {
                 drift = true;
                 if dry_run {
                     self.step(&c.name, StepKind::WouldCorrect, "drift found by check mode");
+                    if let Some(step) = self.steps.last_mut() {
+                        step.diffs = component::parse_report(&out.stdout_text()).diffs;
+                    }
                     continue;
                 }
                 if desired.drift_policy == DriftPolicy::Report {

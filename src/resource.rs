@@ -50,12 +50,32 @@ pub struct Metadata {
     /// across the whole inventory tree.
     #[schemars(regex(pattern = names::LABEL_PATTERN), length(min = 1, max = 63))]
     pub name: String,
-    /// Labels for selecting and grouping servers (`env: prod`).
+    /// Labels for selecting and grouping servers (`env: prod`; `chom get -l env=prod`).
+    /// Keys and values follow Kubernetes' rules: a key is an optional DNS-subdomain prefix
+    /// and `/`, then at most 63 letters, digits, `-`, `_` or `.`, starting and ending
+    /// with a letter or digit; a value is empty or the same as a key's name part.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "labels_schema")]
     pub labels: BTreeMap<String, String>,
     /// Free-form notes for people and tools; chom does not interpret them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// The schema of `metadata.labels`: Kubernetes label keys and values.
+fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "propertyNames": {
+            "pattern": crate::selector::KEY_PATTERN,
+            "maxLength": crate::selector::KEY_MAX_LEN,
+        },
+        "additionalProperties": {
+            "type": "string",
+            "pattern": crate::selector::VALUE_PATTERN,
+            "maxLength": 63,
+        },
+    })
 }
 
 /// A server chom keeps reconciled (`kind: Server`).
@@ -276,6 +296,9 @@ pub struct DurationSpec(pub Duration);
 /// The pattern a duration string must match (kept beside the parser it mirrors).
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
 
+/// What every message about a malformed duration says, instead of the pattern.
+pub const DURATION_HELP: &str = "expected a duration such as 30s, 10m, 1h30m (units: ms, s, m, h, d)";
+
 impl DurationSpec {
     /// Parses `1h30m`-style durations; `None` when the text is not one.
     pub fn parse(text: &str) -> Option<Self> {
@@ -338,8 +361,7 @@ impl Serialize for DurationSpec {
 impl<'de> Deserialize<'de> for DurationSpec {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Self::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a duration such as 30s, 10m or 1h")))
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?}: {DURATION_HELP}")))
     }
 }
 

@@ -110,6 +110,26 @@ pub fn write_all(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(written)
 }
 
+/// Writes each schema into `dir` that is not there yet (`chom init`, `chom
+/// import-legacy`: a new tree's modelines point at `schemas/`); never replaces one.
+pub fn write_missing(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (name, schema) in all() {
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(to_text(&schema).as_bytes())?;
+                written.push(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
 /// Compiled validators, built once per process (compiling costs about a millisecond, but
 /// a 10,000-file inventory must not pay it per file).
 pub struct Validators {
@@ -119,15 +139,22 @@ pub struct Validators {
     pub role: jsonschema::Validator,
     /// For `chom.yaml` (`kind: Config`).
     pub config: jsonschema::Validator,
+    /// The schemas these were compiled from (server, role, config), for the field names
+    /// an unknown field is compared with.
+    pub sources: [Value; 3],
 }
 
 /// The process-wide validators.
 pub fn validators() -> &'static Validators {
     static VALIDATORS: OnceLock<Validators> = OnceLock::new();
-    VALIDATORS.get_or_init(|| Validators {
-        server: compile(&server()),
-        role: compile(&role()),
-        config: compile(&config()),
+    VALIDATORS.get_or_init(|| {
+        let sources = [server(), role(), config()];
+        Validators {
+            server: compile(&sources[0]),
+            role: compile(&sources[1]),
+            config: compile(&sources[2]),
+            sources,
+        }
     })
 }
 

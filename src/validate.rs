@@ -76,6 +76,10 @@ struct Parsed {
     /// The `metadata.name` as written, even when the rest is invalid, so that references
     /// to a broken file do not also report "not defined".
     name: Option<(Kind, String)>,
+    /// A Server's `spec.dependsOn` as written (its string entries), even when the rest
+    /// is invalid, so a dependency cycle is reported beside a schema error in the same
+    /// file instead of hiding behind it.
+    depends_on: Vec<String>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -329,6 +333,7 @@ fn parse_one(path: &Path) -> Parsed {
         doc: None,
         resource: None,
         name: None,
+        depends_on: Vec::new(),
         diagnostics: Vec::new(),
     };
     match document::read(path) {
@@ -414,13 +419,19 @@ fn check_document(path: &Path, doc: &Document, parsed: &mut Parsed) {
     if let Some(Value::String(name)) = root.get("metadata").and_then(|m| m.get("name")) {
         parsed.name = Some((kind, name.clone()));
     }
-    let validator = match kind {
-        Kind::Server => &crate::schema::validators().server,
-        Kind::Role => &crate::schema::validators().role,
+    if kind == Kind::Server
+        && let Some(Value::Array(deps)) = doc.value.pointer("/spec/dependsOn")
+    {
+        parsed.depends_on = deps.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect();
+    }
+    let validators = crate::schema::validators();
+    let (validator, schema) = match kind {
+        Kind::Server => (&validators.server, &validators.sources[0]),
+        Kind::Role => (&validators.role, &validators.sources[1]),
     };
     let before = out.len();
     for error in validator.iter_errors(&doc.value) {
-        if let Some(d) = rules::schema_diagnostic(path, doc, &error) {
+        if let Some(d) = rules::schema_diagnostic(path, doc, &error, schema) {
             out.push(d);
         }
     }

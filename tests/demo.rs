@@ -20,6 +20,17 @@ fn the_demo_reconciles_its_fleet_and_cleans_up() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("sshd stopped"), "{text}");
+    // The command it suggests runs as printed: this binary is not on PATH (as after
+    // `cargo run`), so it is named by its path.
+    let try_line = text
+        .lines()
+        .find(|l| l.contains("try:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let program = try_line.split_whitespace().nth(1).unwrap();
+    assert!(
+        std::path::Path::new(program).is_file() || program == "chom",
+        "{try_line}"
+    );
     // The example fleet's motd component and the demo component ran over SSH.
     let motd = std::fs::read_to_string(root.join("out/demo-1.motd")).unwrap_or_default();
     assert!(

@@ -143,6 +143,12 @@ fn the_seed_inventory_becomes_a_valid_tree_with_encrypted_secrets() {
         "inventory.d/roles/vpsmanager.yaml",
         "inventory.d/vpsmanager.yaml",
         "key",
+        // The schemas the modelines point at, as `chom init` writes them.
+        "schemas/config.schema.json",
+        "schemas/role.schema.json",
+        "schemas/secretset.schema.json",
+        "schemas/server.schema.json",
+        "schemas/status.schema.json",
         "secrets.d/.recipients",
         "secrets.d/observability.yaml",
         "secrets.d/vpsmanager.yaml",

@@ -238,6 +238,7 @@ ensure_file() {
     FILE_CHANGED=1
     if is_check; then
         drift "update $2"
+        show_diff "$1" "$2" "${5:-}"
         return 0
     fi
     _dir=$(dirname "$2")
@@ -260,6 +261,24 @@ ensure_file() {
     mv -f "$_new" "$2"
     log "updated $2"
     changed
+}
+# show_diff SRC DEST [secret]: in check mode, tell chom what ensure_file would change in
+# DEST (`chom plan --diff`): `::chom:: diff-begin DEST`, a unified diff of DEST against the
+# rendered SRC (at most 200 lines), `::chom:: diff-end`. A secret file is only named
+# (`::chom:: diff-secret DEST`): its contents never reach the output. Without diff(1),
+# nothing is shown.
+show_diff() {
+    if [ "${3:-}" = secret ]; then
+        printf '::chom:: diff-secret %s\n' "$2"
+        return 0
+    fi
+    command -v diff >/dev/null 2>&1 || return 0
+    _old=$2
+    if [ ! -f "$2" ] || [ -L "$2" ]; then _old=/dev/null; fi
+    printf '::chom:: diff-begin %s\n--- %s\n+++ %s (as chom would write it)\n' "$2" "$2" "$2"
+    # The first two lines are diff's own headers, with temp-file names and times.
+    diff -u "$_old" "$1" | sed '1,2d' | head -n 200 || true
+    printf '::chom:: diff-end\n'
 }
 # ensure_absent PATH: take a file this script manages out of service (kept as PATH.chom-bak.<timestamp>).
 ensure_absent() {

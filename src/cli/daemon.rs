@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{SshArgs, TreeArgs};
+use super::{IdentityArgs, SshArgs, TreeArgs};
 
 /// Watch the inventory and keep every server reconciled, writing status files.
 ///
@@ -17,6 +17,10 @@ use super::{SshArgs, TreeArgs};
 /// Examples:
 ///   chom daemon
 ///   chom daemon --workers 64 --state-dir /var/lib/chom
+///   chom daemon --shard 0/3
+///
+/// Exit codes: 0 stopped on a signal after draining, 2 refused (another daemon owns the
+/// tree) or usage and environment errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DaemonArgs {
@@ -26,6 +30,9 @@ pub struct DaemonArgs {
     /// SSH settings.
     #[command(flatten)]
     pub ssh: SshArgs,
+    /// The secrets identity.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// The daemon's own state: lock file, history, audit trail [default: chom.yaml's
     /// stateDir, else $STATE_DIRECTORY under systemd, else .chom/ beside the inventory].
     #[arg(long, value_name = "DIR", env = "CHOM_STATE_DIR")]
@@ -165,7 +172,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         config.base = crate::source::tree_root(&config.state_dir, &settings.path);
         config.source = Some(settings);
     }
-    config.identity = super::load_identity(&args.ssh, true);
+    config.identity = super::load_identity(&args.identity, true);
     config.shard = args.shard;
     config.metrics_addr = match args.metrics_addr.as_str() {
         "off" | "" => None,

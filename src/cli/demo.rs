@@ -15,10 +15,36 @@ use clap::Args;
 use super::daemon::Tuning;
 use super::{SshArgs, TreeArgs};
 
+/// How to run this chom from a shell: `chom` when that is what PATH finds, else the
+/// binary's own path (after `cargo run`, chom is not on PATH).
+fn self_command() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "chom".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("chom"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .is_some_and(|p| p == me)
+    });
+    if on_path {
+        "chom".to_owned()
+    } else {
+        me.display().to_string()
+    }
+}
+
 /// Try chom on this machine: a loopback sshd, a demo inventory and the daemon.
 ///
 /// Needs OpenSSH's server binary (Debian/Ubuntu: apt-get install openssh-server); it is
 /// started on 127.0.0.2-4 only, with keys made for the demo, and stopped on Ctrl-C.
+///
+/// Examples:
+///   chom demo
+///   chom demo --duration 60
+///
+/// Exit codes: 0 stopped (Ctrl-C or --duration), 2 sshd could not be started, or usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DemoArgs {
@@ -104,7 +130,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         root.display()
     );
     println!("  watch:  {}/inventory.d/*.status.yaml appear", root.display());
-    println!("  try:    chom get --inventory {}/inventory.d -o wide", root.display());
+    println!(
+        "  try:    {} get --inventory {}/inventory.d -o wide",
+        self_command(),
+        root.display()
+    );
     println!(
         "          edit or add a file in {}/inventory.d and see it reconciled",
         root.display()
@@ -112,13 +142,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  stop:   Ctrl-C (stops sshd and removes the demo files)\n");
 
     let ssh = SshArgs {
-        known_hosts: vec![known_hosts],
-        connect_timeout: 10,
+        connect: super::ConnectArgs {
+            known_hosts: vec![known_hosts],
+            connect_timeout: 10,
+        },
         max_handshakes: 10,
         handshake_rate: 200,
         ssh_idle_timeout: std::time::Duration::from_secs(90),
         ssh_max_idle: 64,
-        age_identity: None,
     };
     let config = args.tuning.config(&tree, root.join(".chom"));
     let transport = Arc::new(ssh.transport_with(config.interrupt.clone()));

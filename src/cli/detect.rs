@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{SshArgs, TreeArgs, table};
+use super::{InventoryArgs, SelectorArgs, SshArgs, table};
 use crate::detect::{self, Detection, Health};
 
 /// Detect the hardware of servers over SSH and compare it with the inventory.
@@ -18,12 +18,18 @@ use crate::detect::{self, Detection, Health};
 /// Examples:
 ///   chom detect
 ///   chom detect web-1 web-2 -o json
+///   chom detect -l env=prod
+///
+/// Exit codes: 0 every server OK or WARN, 1 a server FAIL, 2 usage or environment errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DetectArgs {
-    /// Where the tree is.
+    /// Where the inventory is.
     #[command(flatten)]
-    pub tree: TreeArgs,
+    pub tree: InventoryArgs,
+    /// Which servers.
+    #[command(flatten)]
+    pub select: SelectorArgs,
     /// SSH settings.
     #[command(flatten)]
     pub ssh: SshArgs,
@@ -51,8 +57,12 @@ pub enum Output {
 
 /// Runs detection and prints the result.
 pub fn run(args: &DetectArgs) -> anyhow::Result<ExitCode> {
-    let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
-    let base = super::tree_base(&args.tree);
+    let tree = args.tree.tree();
+    let (inventory, names) = super::load_servers(&tree, &args.names, &args.select)?;
+    if names.is_empty() {
+        super::nothing_selected(&args.select);
+    }
+    let base = super::tree_base(&tree);
     let transport = Arc::new(args.ssh.transport());
     let runtime = super::runtime()?;
     let board = crate::progress::Board::new("detecting", names.len());

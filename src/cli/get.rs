@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{TreeArgs, table};
+use super::{InventoryArgs, SelectorArgs, TreeArgs, table};
 use crate::status::{self, ConditionStatus, ObservedStatus, ServerStatus, reasons, types};
 
 /// Show servers and their status, read from the status files beside the inventory.
@@ -23,15 +23,26 @@ use crate::status::{self, ConditionStatus, ObservedStatus, ServerStatus, reasons
 ///   chom get
 ///   chom get web-1 -o yaml
 ///   chom get -o wide
+///   chom get -l env=prod,tier!=db
+///   chom get -w                      # print again whenever a status changes; Ctrl-C stops
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct GetArgs {
-    /// Where the tree is.
+    /// Where the inventory is.
     #[command(flatten)]
-    pub tree: TreeArgs,
+    pub tree: InventoryArgs,
+    /// Which servers.
+    #[command(flatten)]
+    pub select: SelectorArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Watch: after the first view, print it again each time it changes (until Ctrl-C).
+    #[arg(short, long)]
+    pub watch: bool,
+    /// How often --watch looks for changes.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = super::parse_duration, requires = "watch")]
+    pub watch_interval: std::time::Duration,
     /// Servers to show (default: all).
     #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub names: Vec<String>,
@@ -53,6 +64,8 @@ pub enum Output {
 /// One listed server.
 struct Listed {
     name: String,
+    /// The labels of its file, when the file validates.
+    labels: BTreeMap<String, String>,
     /// `address:port`, when the file validates.
     address: Option<String>,
     /// The status document: the status file's, or one made up for a server never
@@ -68,7 +81,9 @@ fn list(tree: &TreeArgs) -> anyhow::Result<BTreeMap<String, Listed>> {
     for (name, entry) in &report.inventory.servers {
         let spec = &entry.server.spec;
         let address = Some(format!("{}:{}", spec.address, spec.ssh.port));
-        out.insert(name.clone(), listed(name, address, &entry.status_path(), None));
+        let mut l = listed(name, address, &entry.status_path(), None);
+        l.labels.clone_from(&entry.server.metadata.labels);
+        out.insert(name.clone(), l);
     }
     let mut errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for d in report.diagnostics.iter().filter(|d| d.is_error()) {
@@ -144,13 +159,14 @@ fn listed(name: &str, address: Option<String>, status_path: &Path, findings: Opt
     }
     Listed {
         name: name.to_owned(),
+        labels: BTreeMap::new(),
         address,
         status,
     }
 }
 
 /// `*.status.yaml` anywhere below the inventory folder (bounded depth).
-fn status_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn status_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
@@ -193,9 +209,58 @@ pub fn table(tree: &TreeArgs) -> anyhow::Result<String> {
     Ok(table::render(&header, &rows))
 }
 
-/// Prints the view.
+/// Prints the view; with --watch, again whenever it changes.
 pub fn run(args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let mut all = list(&args.tree)?;
+    let tree = args.tree.tree();
+    let mut last = view(args, &tree)?;
+    print!("{last}");
+    if !args.watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    // Until Ctrl-C (or a closed stdout): the view is read again every interval and
+    // printed when it differs. Ages ("3m ago") change by themselves, so only a change
+    // of the status documents counts, not the passing of time.
+    let mut last_key = watch_key(args, &tree);
+    loop {
+        std::thread::sleep(args.watch_interval);
+        let key = watch_key(args, &tree);
+        if key == last_key {
+            continue;
+        }
+        last_key = key;
+        let now = view(args, &tree)?;
+        if now != last {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out)
+                .and_then(|()| write!(out, "{now}"))
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
+            last = now;
+        }
+    }
+}
+
+/// What --watch compares: the listed servers' documents and validity as JSON.
+fn watch_key(args: &GetArgs, tree: &TreeArgs) -> String {
+    select(args, tree)
+        .map(|listed| {
+            let docs: Vec<(&str, &ServerStatus, Option<&String>)> = listed
+                .iter()
+                .map(|l| (l.name.as_str(), &l.status, l.address.as_ref()))
+                .collect();
+            serde_json::to_string(&docs).unwrap_or_default()
+        })
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// The servers named (or all), those the selector matches.
+fn select(args: &GetArgs, tree: &TreeArgs) -> anyhow::Result<Vec<Listed>> {
+    let mut all = list(tree)?;
     let listed: Vec<Listed> = if args.names.is_empty() {
         all.into_values().collect()
     } else {
@@ -203,22 +268,36 @@ pub fn run(args: &GetArgs) -> anyhow::Result<ExitCode> {
         for name in &args.names {
             match all.remove(name) {
                 Some(l) => chosen.push(l),
-                None => anyhow::bail!(
-                    "server `{name}` has neither a file nor a status file in {}",
-                    args.tree.inventory.display()
-                ),
+                None => {
+                    let hint = crate::suggest::did_you_mean(name, all.keys().map(String::as_str));
+                    anyhow::bail!(
+                        "server `{name}` has neither a file nor a status file in {}{hint}",
+                        args.tree.inventory.display()
+                    )
+                }
             }
         }
         chosen
     };
+    Ok(listed.into_iter().filter(|l| args.select.matches(&l.labels)).collect())
+}
+
+/// The view as text.
+fn view(args: &GetArgs, tree: &TreeArgs) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let listed = select(args, tree)?;
+    if listed.is_empty() && args.select.selector.is_some() && args.output == Output::Table {
+        super::nothing_selected(&args.select);
+    }
+    let mut text = String::new();
     match args.output {
         Output::Json => {
             let docs: Vec<&ServerStatus> = listed.iter().map(|l| &l.status).collect();
-            println!("{}", serde_json::to_string_pretty(&docs)?);
+            writeln!(text, "{}", serde_json::to_string_pretty(&docs)?)?;
         }
         Output::Yaml => {
             for l in &listed {
-                println!("---\n{}", serde_saphyr::to_string(&l.status)?);
+                writeln!(text, "---\n{}", serde_saphyr::to_string(&l.status)?)?;
             }
         }
         Output::Table | Output::Wide => {
@@ -229,10 +308,10 @@ pub fn run(args: &GetArgs) -> anyhow::Result<ExitCode> {
                 header.extend(["ADDRESS", "OS", "GEN", "COMPONENTS", "REVISION"]);
             }
             header.push("MESSAGE");
-            print!("{}", table::render(&header, &rows));
+            text.push_str(&table::render(&header, &rows));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(text)
 }
 
 fn row(l: &Listed, wide: bool) -> Vec<String> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{TreeArgs, table};
+use super::{InventoryArgs, SelectorArgs, table};
 use crate::history::History;
 
 /// Show past deployments, or one server's results and hardware over time.
@@ -15,12 +15,18 @@ use crate::history::History;
 ///   chom history web-1
 ///   chom history web-1 --hardware
 ///   chom history -o json
+///   chom history -l env=prod
+///
+/// Exit codes: 0 shown, 2 usage or environment errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct HistoryArgs {
-    /// Where the tree is.
+    /// Where the inventory is.
     #[command(flatten)]
-    pub tree: TreeArgs,
+    pub tree: InventoryArgs,
+    /// Only the servers whose labels match (their current files').
+    #[command(flatten)]
+    pub select: SelectorArgs,
     /// The state directory [default: $CHOM_STATE_DIR, chom.yaml's stateDir,
     /// $STATE_DIRECTORY, else .chom/ beside the inventory].
     #[arg(long, value_name = "DIR")]
@@ -45,9 +51,19 @@ pub enum Output {
     Json,
 }
 
+/// A commit as the table shows it: 8 hex digits, and `+dirty` when the tree had
+/// changes not committed (`abc12345+dirty`).
+fn short_commit(commit: &str) -> String {
+    let (sha, dirty) = match commit.strip_suffix("+dirty") {
+        Some(sha) => (sha, "+dirty"),
+        None => (commit, ""),
+    };
+    format!("{}{dirty}", sha.chars().take(8).collect::<String>())
+}
+
 /// Prints the history.
 pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let history = History::open(&super::state_dir(&args.tree, args.state_dir.as_deref()))?;
+    let history = History::open(&super::state_dir(&args.tree.tree(), args.state_dir.as_deref()))?;
     if args.hardware {
         let name = args.name.as_deref().unwrap_or_default();
         let snapshots = history.hardware(name);
@@ -85,6 +101,15 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         }
         records.retain(|r| !r.servers.is_empty());
     }
+    if args.select.selector.is_some() {
+        // Labels are the servers' files' now: a server removed since has none.
+        let (_, chosen) = super::load_servers(&args.tree.tree(), &[], &args.select)?;
+        let chosen: std::collections::BTreeSet<String> = chosen.into_iter().collect();
+        for r in &mut records {
+            r.servers.retain(|s| chosen.contains(&s.name));
+        }
+        records.retain(|r| !r.servers.is_empty());
+    }
     if args.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(ExitCode::SUCCESS);
@@ -102,10 +127,7 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
                 r.id.clone(),
                 r.finished_at.to_string(),
                 r.deployer.clone(),
-                r.commit
-                    .as_deref()
-                    .map(|c| c.chars().take(8).collect())
-                    .unwrap_or_else(|| "-".to_owned()),
+                r.commit.as_deref().map_or_else(|| "-".to_owned(), short_commit),
                 s.name.clone(),
                 format!("{:?}", s.result),
                 if changed.is_empty() {

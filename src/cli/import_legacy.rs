@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::diag::{self, Format};
@@ -61,14 +62,25 @@ pub fn run(args: &ImportLegacyArgs) -> anyhow::Result<ExitCode> {
     let problems = import_legacy::problems(&layout, &targets, &moved);
 
     let source = import_legacy::redacted(&text, &doc, &mapping.secret_pointers, &moved);
-    print!(
-        "{}",
-        diag::render(&mapping.findings, Format::Human, &|_| Some(source.clone()))
-    );
+    let mut rendered = diag::render(&mapping.findings, Format::Human, &|_| Some(source.clone()));
+    // The findings' own count line goes: the problems below are errors too, and one
+    // count after all of them is the only one printed.
+    if !mapping.findings.is_empty()
+        && let Some(cut) = rendered.trim_end_matches('\n').rfind('\n')
+    {
+        rendered.truncate(cut + 1);
+    } else if !mapping.findings.is_empty() {
+        rendered.clear();
+    }
+    print!("{rendered}");
     for problem in &problems {
         println!("error: {problem}");
     }
     let errors = mapping.findings.iter().filter(|d| d.is_error()).count() + problems.len();
+    let warnings = mapping.findings.len() + problems.len() - errors;
+    if !mapping.findings.is_empty() || !problems.is_empty() {
+        println!("{errors} error(s), {warnings} warning(s)");
+    }
     if errors > 0 {
         println!("nothing written: {errors} problem(s) to fix first");
         return Ok(ExitCode::from(1));
@@ -82,6 +94,10 @@ pub fn run(args: &ImportLegacyArgs) -> anyhow::Result<ExitCode> {
             let file = layout.secrets.join(m.scope.file_name());
             println!("  secret {}  from {}  into {}", m.name, m.from, file.display());
         }
+        println!(
+            "  create {}/*.schema.json  (JSON Schemas the files' modelines point at, where missing)",
+            args.out.join("schemas").display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     import_legacy::write(&layout, &targets, &moved, |written| match written {
@@ -90,6 +106,10 @@ pub fn run(args: &ImportLegacyArgs) -> anyhow::Result<ExitCode> {
         }
         Written::File(t) => println!("created {}  ({})", t.path.display(), t.what),
     })?;
+    let schemas = args.out.join("schemas");
+    for path in crate::schema::write_missing(&schemas).with_context(|| format!("writing {}", schemas.display()))? {
+        println!("created {}  (JSON Schema for editors)", path.display());
+    }
     println!(
         "imported {} server(s) and {} role(s), moved {} secret(s); components now read moved values as shell \
          variables ($NAME); next: chom validate",

@@ -14,6 +14,8 @@ use clap::Args;
 /// Examples:
 ///   chom init
 ///   chom init ~/fleet
+///
+/// Exit codes: 0 written (or already there), 2 a file could not be written, or usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct InitArgs {
@@ -23,7 +25,7 @@ pub struct InitArgs {
 }
 
 const SERVER: &str = "\
-# yaml-language-server: $schema=https://chom.dev/schemas/server.schema.json
+# yaml-language-server: $schema=../schemas/server.schema.json
 apiVersion: chom.dev/v1
 kind: Server
 metadata:
@@ -42,7 +44,7 @@ spec:
 ";
 
 const ROLE: &str = "\
-# yaml-language-server: $schema=https://chom.dev/schemas/role.schema.json
+# yaml-language-server: $schema=../schemas/role.schema.json
 apiVersion: chom.dev/v1
 kind: Role
 metadata:
@@ -54,7 +56,7 @@ spec:
 ";
 
 const CONFIG: &str = "\
-# yaml-language-server: $schema=https://chom.dev/schemas/config.schema.json
+# yaml-language-server: $schema=schemas/config.schema.json
 # The tree configuration. chom finds it by walking up from the working directory, so
 # every command works from anywhere inside this tree. Command-line flags and CHOM_*
 # environment variables override each setting; a commented-out one keeps the default
@@ -145,6 +147,12 @@ pub fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("kept    {} (exists)", path.display());
         }
+    }
+    // The modelines above point at these, as `chom import-legacy`'s do.
+    let schemas = root.join("schemas");
+    let written = crate::schema::write_missing(&schemas).with_context(|| format!("writing {}", schemas.display()))?;
+    for path in &written {
+        println!("created {}", path.display());
     }
     println!("next: edit inventory.d/web-1.yaml, then run `chom validate` (anywhere in the tree)");
     Ok(ExitCode::SUCCESS)

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{SshArgs, TreeArgs, table};
+use super::plan::{Output, print_document};
+use super::{IdentityArgs, SelectorArgs, SshArgs, TreeArgs, table};
 use crate::controller::{self, Controller, Owner, OwnerInfo, Server};
 use crate::daemon::handoff;
 use crate::desired;
@@ -38,6 +39,7 @@ use crate::status::{self, ReconcileResult, reasons, types};
 /// Examples:
 ///   chom reconcile
 ///   chom reconcile web-1 web-2 --workers 20
+///   chom reconcile -l env=staging -o json
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReconcileArgs {
@@ -47,12 +49,88 @@ pub struct ReconcileArgs {
     /// SSH settings.
     #[command(flatten)]
     pub ssh: SshArgs,
+    /// The secrets identity.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Which servers.
+    #[command(flatten)]
+    pub select: SelectorArgs,
+    /// Output format: the table, or the summary as JSON or YAML (README: "Output shapes").
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
     /// Servers reconciled at once.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub workers: usize,
     /// Servers to reconcile (default: all).
     #[arg(value_name = "NAME", value_parser = super::parse_server_name)]
     pub names: Vec<String>,
+}
+
+/// `chom reconcile -o json|yaml`: the pass as a document.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SummaryDocument {
+    api_version: &'static str,
+    kind: &'static str,
+    /// The deployment id of a pass run here; absent when handed to a daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_id: Option<String>,
+    /// The PIDs of the daemons that ran the pass, when it was handed to them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    handed_to: Vec<u32>,
+    servers: Vec<ServerSummary>,
+    summary: Totals,
+}
+
+/// One server of the summary: the table's row.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerSummary {
+    name: String,
+    /// `Succeeded`, `Failed`, `Blocked`, `NotStarted` or `NotReconciled`.
+    result: String,
+    reason: String,
+    /// Components changed by the pass.
+    changed: usize,
+    took_ms: u64,
+    message: String,
+    /// Counted as ok (succeeded, or left alone on purpose: suspended, pinned).
+    ok: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Totals {
+    servers: usize,
+    ok: usize,
+    failed: usize,
+    not_started: usize,
+    interrupted: bool,
+    duration_ms: u64,
+    /// The exit code: 0, 1 or 130.
+    exit_code: u8,
+}
+
+/// The summary table of the servers.
+fn render(servers: &[ServerSummary]) -> String {
+    let rows: Vec<Vec<String>> = servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.result.clone(),
+                s.reason.clone(),
+                s.changed.to_string(),
+                if s.result == "NotStarted" || s.result == "NotReconciled" {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}s", s.took_ms as f64 / 1000.0)
+                },
+                s.message.clone(),
+            ]
+        })
+        .collect();
+    table::render(&["NAME", "RESULT", "REASON", "CHANGED", "TOOK", "MESSAGE"], &rows)
 }
 
 /// One server's line of the summary.
@@ -86,8 +164,18 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .filter(|d| d.socket.is_some())
         .collect();
+    // A selector is resolved to names here, so a daemon is handed exactly those.
+    let mut names = args.names.clone();
+    if args.select.selector.is_some() {
+        let (_, chosen) = super::load_servers(&args.tree, &args.names, &args.select)?;
+        if chosen.is_empty() {
+            super::nothing_selected(&args.select);
+            return Ok(ExitCode::SUCCESS);
+        }
+        names = chosen;
+    }
     if !daemons.is_empty()
-        && let Some(code) = hand_off(args, &daemons)?
+        && let Some(code) = hand_off(args, &names, &daemons)?
     {
         return Ok(code);
     }
@@ -98,9 +186,14 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         &state_dir,
         "it reconciles these servers itself; `kill -HUP <PID>` makes it check every server now, or stop it to run `chom reconcile`",
     )?;
-    let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
+    let (inventory, names) = super::load_servers(&args.tree, &names, &SelectorArgs::default())?;
+    // What a daemon does when a server's file is deleted, done here for the trees no
+    // daemon watches: the status files of servers that have no file any more go.
+    for path in remove_orphaned_status_files(&args.tree.inventory) {
+        eprintln!("removed {}: its server's file is gone", path.display());
+    }
     let (soft, hard) = (CancellationToken::new(), CancellationToken::new());
-    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory, hard.clone());
+    let ctx = super::reconcile_context(&args.tree, &args.ssh, &args.identity, &inventory, hard.clone());
     let controller = Arc::new(Controller::new(ctx, state_dir, args.tree.inventory.clone()));
     let sources = desired::sources(&inventory, &args.tree.layout());
     let deployment_id = reconcile::new_deployment_id();
@@ -181,11 +274,16 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
                     took: done.took,
                     write_error: done.write_error,
                 };
-                let cells = self::row(&row);
+                let summary = self::row(&row);
                 board.finish(
                     &row.name,
-                    succeeded(&row) && row.write_error.is_none(),
-                    &format!("{} {} in {}", cells[1], cells[2], cells[4]),
+                    summary.ok,
+                    &format!(
+                        "{} {} in {:.1}s",
+                        summary.result,
+                        summary.reason,
+                        summary.took_ms as f64 / 1000.0
+                    ),
                 );
                 Some((row, done.record))
             }));
@@ -207,12 +305,36 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     controller.store_deployment(&deployment_id, started_at, records);
     let failures = rows.iter().filter(|r| !succeeded(r) || r.write_error.is_some()).count();
     let not_started = rows.iter().filter(|r| r.outcome.is_none()).count();
-    let table_rows: Vec<Vec<String>> = rows.iter().map(row).collect();
-    print!(
-        "{}",
-        table::render(&["NAME", "RESULT", "REASON", "CHANGED", "TOOK", "MESSAGE"], &table_rows)
-    );
+    let servers: Vec<ServerSummary> = rows.iter().map(row).collect();
     let interrupted = soft.is_cancelled();
+    let code: u8 = if interrupted {
+        130
+    } else if failures > 0 {
+        1
+    } else {
+        0
+    };
+    if args.output != Output::Table {
+        let doc = SummaryDocument {
+            api_version: crate::resource::API_VERSION,
+            kind: "ReconcileSummary",
+            deployment_id: Some(deployment_id),
+            handed_to: Vec::new(),
+            summary: Totals {
+                servers: servers.len(),
+                ok: servers.len() - failures,
+                failed: failures,
+                not_started,
+                interrupted,
+                duration_ms: started.elapsed().as_millis() as u64,
+                exit_code: code,
+            },
+            servers,
+        };
+        print_document(args.output, &doc)?;
+        return Ok(ExitCode::from(code));
+    }
+    print!("{}", render(&servers));
     println!(
         "deployment {deployment_id}: {} server(s) in {:.1}s, {} ok, {failures} failed{}",
         rows.len(),
@@ -224,19 +346,13 @@ pub fn run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
-    Ok(if interrupted {
-        ExitCode::from(130)
-    } else if failures > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(code))
 }
 
 /// Hands the pass to the daemon(s) owning the tree and prints their answers like a pass
 /// of its own. `None` when no daemon could be reached (then the caller's ownership check
 /// refuses, naming the daemon).
-fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Option<ExitCode>> {
+fn hand_off(args: &ReconcileArgs, names: &[String], daemons: &[OwnerInfo]) -> anyhow::Result<Option<ExitCode>> {
     let runtime = super::runtime()?;
     let started = Instant::now();
     let board = progress::Board::new("reconciling (daemon)", args.names.len());
@@ -244,7 +360,7 @@ fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Optio
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut requests = tokio::task::JoinSet::new();
         for daemon in daemons {
-            let (socket, names, tx) = (daemon.socket.clone(), args.names.clone(), tx.clone());
+            let (socket, names, tx) = (daemon.socket.clone(), names.to_vec(), tx.clone());
             requests.spawn(async move {
                 let socket = socket?;
                 handoff::request(&socket, &names, |r| {
@@ -280,23 +396,21 @@ fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Optio
     if reached == 0 {
         return Ok(None);
     }
-    let mut table_rows: Vec<(String, Vec<String>, bool)> = results
+    let mut servers: Vec<ServerSummary> = results
         .iter()
-        .map(|r| {
-            let cells = vec![
-                r.name.clone(),
-                r.result.clone(),
-                r.reason.clone(),
-                r.changed.to_string(),
-                format!("{:.1}s", r.took_ms as f64 / 1000.0),
-                r.message.clone(),
-            ];
-            (r.name.clone(), cells, r.ok)
+        .map(|r| ServerSummary {
+            name: r.name.clone(),
+            result: r.result.clone(),
+            reason: r.reason.clone(),
+            changed: r.changed,
+            took_ms: r.took_ms,
+            message: r.message.clone(),
+            ok: r.ok,
         })
         .collect();
     let answered: std::collections::BTreeSet<&str> = results.iter().map(|r| r.name.as_str()).collect();
-    for name in args.names.iter().chain(accepted.iter()) {
-        if answered.contains(name.as_str()) || table_rows.iter().any(|(n, ..)| n == name) {
+    for name in names.iter().chain(accepted.iter()) {
+        if answered.contains(name.as_str()) || servers.iter().any(|s| &s.name == name) {
             continue;
         }
         let why = if accepted.contains(name) {
@@ -304,39 +418,72 @@ fn hand_off(args: &ReconcileArgs, daemons: &[OwnerInfo]) -> anyhow::Result<Optio
         } else {
             "no daemon owns it: not in the inventory, or its file has errors (run `chom validate`)"
         };
-        table_rows.push((
-            name.clone(),
-            vec![
-                name.clone(),
-                "NotReconciled".into(),
-                "-".into(),
-                "0".into(),
-                "-".into(),
-                why.into(),
-            ],
-            false,
-        ));
+        servers.push(ServerSummary {
+            name: name.clone(),
+            result: "NotReconciled".into(),
+            reason: "-".into(),
+            changed: 0,
+            took_ms: 0,
+            message: why.into(),
+            ok: false,
+        });
     }
-    table_rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let failures = table_rows.iter().filter(|r| !r.2).count();
-    let rows: Vec<Vec<String>> = table_rows.into_iter().map(|r| r.1).collect();
-    print!(
-        "{}",
-        table::render(&["NAME", "RESULT", "REASON", "CHANGED", "TOOK", "MESSAGE"], &rows)
-    );
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    let failures = servers.iter().filter(|s| !s.ok).count();
+    let code: u8 = if failures > 0 { 1 } else { 0 };
+    if args.output != Output::Table {
+        let doc = SummaryDocument {
+            api_version: crate::resource::API_VERSION,
+            kind: "ReconcileSummary",
+            deployment_id: None,
+            handed_to: daemons.iter().map(|d| d.pid).collect(),
+            summary: Totals {
+                servers: servers.len(),
+                ok: servers.len() - failures,
+                failed: failures,
+                not_started: 0,
+                interrupted: false,
+                duration_ms: started.elapsed().as_millis() as u64,
+                exit_code: code,
+            },
+            servers,
+        };
+        print_document(args.output, &doc)?;
+        return Ok(Some(ExitCode::from(code)));
+    }
+    print!("{}", render(&servers));
     let pids: Vec<String> = daemons.iter().map(|d| d.pid.to_string()).collect();
     println!(
         "handed to the daemon (PID {}): {} server(s) in {:.1}s, {} ok, {failures} failed",
         pids.join(", "),
-        rows.len(),
+        servers.len(),
         started.elapsed().as_secs_f64(),
-        rows.len() - failures
+        servers.len() - failures
     );
-    Ok(Some(if failures > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }))
+    Ok(Some(ExitCode::from(code)))
+}
+
+/// Removes every `NAME.status.yaml` below the inventory without a `NAME.yaml` or
+/// `NAME.yml` beside it (valid or not: a broken file keeps its status). Returns the
+/// files removed.
+fn remove_orphaned_status_files(inventory: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    for path in super::get::status_files(inventory) {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".status.yaml"))
+        else {
+            continue;
+        };
+        let has_file = ["yaml", "yml"]
+            .iter()
+            .any(|ext| path.with_file_name(format!("{name}.{ext}")).exists());
+        if !has_file && std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Succeeded, or held back on purpose (suspended, pinned by a rollback).
@@ -347,16 +494,17 @@ fn succeeded(row: &Row) -> bool {
     outcome.result == ReconcileResult::Succeeded || on_purpose
 }
 
-fn row(r: &Row) -> Vec<String> {
+fn row(r: &Row) -> ServerSummary {
     let Some(outcome) = &r.outcome else {
-        return vec![
-            r.name.clone(),
-            "NotStarted".to_owned(),
-            reasons::INTERRUPTED.to_owned(),
-            "0".to_owned(),
-            "-".to_owned(),
-            "interrupted before its turn; nothing was run".to_owned(),
-        ];
+        return ServerSummary {
+            name: r.name.clone(),
+            result: "NotStarted".to_owned(),
+            reason: reasons::INTERRUPTED.to_owned(),
+            changed: 0,
+            took_ms: 0,
+            message: "interrupted before its turn; nothing was run".to_owned(),
+            ok: false,
+        };
     };
     let ready = outcome.status.condition(types::READY);
     let changed = outcome.status.components.iter().filter(|c| c.changed).count();
@@ -366,12 +514,13 @@ fn row(r: &Row) -> Vec<String> {
     if let Some(e) = &r.write_error {
         message = format!("status not written: {e}");
     }
-    vec![
-        r.name.clone(),
-        format!("{:?}", outcome.result),
-        ready.map(|c| c.reason.clone()).unwrap_or_default(),
-        changed.to_string(),
-        format!("{:.1}s", r.took.as_secs_f64()),
+    ServerSummary {
+        name: r.name.clone(),
+        result: format!("{:?}", outcome.result),
+        reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+        changed,
+        took_ms: r.took.as_millis() as u64,
         message,
-    ]
+        ok: succeeded(r) && r.write_error.is_none(),
+    }
 }

@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{SshArgs, TreeArgs};
+use super::{IdentityArgs, InventoryArgs, SelectorArgs, SshArgs, TreeArgs};
 use crate::controller::{Controller, Server};
 use crate::desired;
 use crate::reconcile::StepKind;
@@ -24,6 +24,9 @@ use crate::reconcile::StepKind;
 /// Examples:
 ///   chom rollback web-1
 ///   chom rollback web-1 --to d-20261126T120000123Z-1a2b3c4d
+///
+/// Exit codes: 0 rolled back and pinned (each component's result is printed), 2 usage or
+/// environment errors (a daemon owns the tree, no such deployment).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RollbackArgs {
@@ -33,6 +36,9 @@ pub struct RollbackArgs {
     /// SSH settings.
     #[command(flatten)]
     pub ssh: SshArgs,
+    /// The secrets identity.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// The state directory (history, pins) [default: $CHOM_STATE_DIR, $STATE_DIRECTORY,
     /// else .chom/ beside the inventory].
     #[arg(long, value_name = "DIR")]
@@ -46,11 +52,20 @@ pub struct RollbackArgs {
 }
 
 /// Release a server pinned by `chom rollback`.
+///
+/// While a daemon owns the tree, the pin is removed and the daemon is sent SIGHUP, so it
+/// applies the current desired state now.
+///
+/// Examples:
+///   chom resume web-1
+///
+/// Exit codes: 0 released (or not pinned), 2 usage or environment errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct ResumeArgs {
-    /// Where the tree is.
+    /// Where the inventory is.
     #[command(flatten)]
-    pub tree: TreeArgs,
+    pub tree: InventoryArgs,
     /// The state directory.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
@@ -68,11 +83,17 @@ pub fn run(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         &state_dir,
         "stop it (e.g. `systemctl stop chom`), run `chom rollback`, then start it again: it keeps the pin",
     )?;
-    let (inventory, _) = super::load_servers(&args.tree, std::slice::from_ref(&args.name))?;
+    let (inventory, _) = super::load_servers(&args.tree, std::slice::from_ref(&args.name), &SelectorArgs::default())?;
     let Some(entry) = inventory.servers.get(&args.name) else {
         bail!("server {} is not in the inventory", args.name)
     };
-    let ctx = super::reconcile_context(&args.tree, &args.ssh, &inventory, CancellationToken::new());
+    let ctx = super::reconcile_context(
+        &args.tree,
+        &args.ssh,
+        &args.identity,
+        &inventory,
+        CancellationToken::new(),
+    );
     let sources = desired::sources(&inventory, &args.tree.layout());
     let server = Server::from_files(&inventory, entry, &sources);
     let controller = Controller::new(ctx, state_dir, args.tree.inventory.clone());
@@ -121,18 +142,14 @@ fn step_word(kind: StepKind) -> &'static str {
 /// Releases a pin. While a daemon owns the tree, the pin is removed and the daemon is
 /// sent SIGHUP, so it applies the current desired state now.
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
-    let state_dir = super::state_dir(&args.tree, args.state_dir.as_deref());
+    let tree = args.tree.tree();
+    let state_dir = super::state_dir(&tree, args.state_dir.as_deref());
     let daemon = crate::controller::Owner::daemon(&args.tree.inventory);
     // Only a rollback writes pins, and it is refused while a daemon runs: removing one
     // beside the daemon cannot race it.
     let _owner = match &daemon {
         Some(_) => None,
-        None => Some(super::own_tree(
-            &args.tree,
-            "resume",
-            &state_dir,
-            "wait for it to finish",
-        )?),
+        None => Some(super::own_tree(&tree, "resume", &state_dir, "wait for it to finish")?),
     };
     let state_dir = daemon.as_ref().map_or(state_dir, |d| d.state_dir.clone());
     if !crate::controller::resume(&state_dir, &args.tree.inventory, &args.name)? {

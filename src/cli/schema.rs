@@ -11,6 +11,9 @@ use clap::Args;
 /// Examples:
 ///   chom schema server
 ///   chom schema --write schemas/
+///   chom schema secretset
+///
+/// Exit codes: 0 printed or written, 2 the folder could not be written, or usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SchemaArgs {
@@ -33,6 +36,9 @@ pub enum Which {
     Status,
     /// `chom.yaml`, the tree configuration.
     Config,
+    /// A file in `secrets.d/` (`kind: SecretSet`).
+    #[value(name = "secretset")]
+    SecretSet,
 }
 
 /// Prints or writes the schemas.
@@ -50,6 +56,7 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         Which::Role => crate::schema::role(),
         Which::Status => crate::schema::status(),
         Which::Config => crate::schema::config(),
+        Which::SecretSet => crate::schema::secret_set(),
     };
     print!("{}", crate::schema::to_text(&schema));
     Ok(ExitCode::SUCCESS)

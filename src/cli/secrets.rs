@@ -32,6 +32,9 @@ use crate::status::Timestamp;
 ///   chom secrets list
 ///   chom secrets check --age-identity ~/.config/chom/age.key
 ///   chom secrets rotate                                # after changing .recipients
+///
+/// Exit codes: 0 done, 1 `check` found errors or `rotate` is blocked, 2 usage or
+/// environment errors (no identity, no .recipients, an unknown --server).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SecretsArgs {
@@ -52,15 +55,11 @@ pub struct SecretsArgs {
 /// The `chom secrets` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Store a value read from stdin, or a generated one.
+    // Each subcommand's help is the doc comment of its arguments struct.
     Set(SetArgs),
-    /// List names, scopes and ages (never values).
     List(ListArgs),
-    /// Check references, decryption and ages (exit 1 on errors).
     Check(CheckArgs),
-    /// Re-encrypt every value to the current .recipients.
     Rotate(RotateArgs),
-    /// Create an age identity and add its public key to .recipients.
     Keygen(KeygenArgs),
 }
 
@@ -91,6 +90,9 @@ impl IdentityArgs {
 ///   chom secrets set SMTP_PASSWORD < smtp-password.txt
 ///   chom secrets set MARIADB_ROOT_PASSWORD --generate --length 40
 ///   chom secrets set DB_PASSWORD --server db-1
+///
+/// Exit codes: 0 stored (or kept), 2 a bad name, an unknown --server, no .recipients, or
+/// usage errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SetArgs {
@@ -113,7 +115,14 @@ pub struct SetArgs {
 }
 
 /// List secrets: names, file, age in days. Never values.
+///
+/// Examples:
+///   chom secrets list
+///   chom secrets list --server web-1
+///
+/// Exit codes: 0 listed, 2 the folder cannot be read, or usage errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct ListArgs {
     /// Show what this server receives (its overrides replace common entries).
     #[arg(long, value_name = "SERVER")]
@@ -121,7 +130,15 @@ pub struct ListArgs {
 }
 
 /// Check that every referenced secret exists, every value decrypts, none is too old.
+///
+/// Examples:
+///   chom secrets check --age-identity ~/.config/chom/age.key
+///   chom secrets check --no-decrypt --max-age 180     # in CI, without the key
+///
+/// Exit codes: 0 no errors (old values only warn), 1 errors found, 2 usage or environment
+/// errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct CheckArgs {
     /// Warn about values set more than this many days ago.
     #[arg(long, value_name = "DAYS", default_value_t = 90)]
@@ -138,7 +155,14 @@ pub struct CheckArgs {
 ///
 /// Run it after adding or removing a person. Rotation re-encrypts; it does not change the
 /// values, so after removing someone also change the credentials they could read.
+///
+/// Examples:
+///   chom secrets rotate --age-identity ~/.config/chom/age.key
+///
+/// Exit codes: 0 re-encrypted, 1 blocked (a value this identity cannot read), 2 usage or
+/// environment errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct RotateArgs {
     /// An identity that can read every current value.
     #[command(flatten)]
@@ -146,7 +170,14 @@ pub struct RotateArgs {
 }
 
 /// Create an age identity (mode 600), print its public key, add it to .recipients.
+///
+/// Examples:
+///   chom secrets keygen --out ~/.config/chom/age.key
+///   sudo chom secrets keygen --out /etc/chom/age-identity
+///
+/// Exit codes: 0 created, 2 the file exists or cannot be written, or usage errors.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct KeygenArgs {
     /// Where to write the new identity; an existing file is never overwritten.
     #[arg(long, value_name = "FILE")]
@@ -161,12 +192,31 @@ pub struct KeygenArgs {
 pub fn run(args: &SecretsArgs, references: impl FnOnce() -> anyhow::Result<References>) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     match &args.command {
-        SecretsCommand::Set(a) => run_set(dir, a),
+        SecretsCommand::Set(a) => {
+            if let Some(server) = &a.server {
+                known_server(server, &references()?)?;
+            }
+            run_set(dir, a)
+        }
         SecretsCommand::List(a) => run_list(dir, a),
         SecretsCommand::Check(a) => run_check(dir, a, &references()?),
         SecretsCommand::Rotate(a) => run_rotate(dir, a),
         SecretsCommand::Keygen(a) => run_keygen(dir, a),
     }
+}
+
+/// Refuses a `--server` that names no server of the inventory beside the secrets folder,
+/// which would otherwise become a file no server reads. Without an inventory there is
+/// nothing to check against.
+fn known_server(server: &str, references: &References) -> anyhow::Result<()> {
+    if references.is_empty() || references.contains_key(server) {
+        return Ok(());
+    }
+    let hint = crate::suggest::did_you_mean(server, references.keys().map(String::as_str));
+    anyhow::bail!(
+        "server `{server}` is not in the inventory (or its file does not parse; run `chom validate`){hint}: \
+         its secrets would be read by no server"
+    )
 }
 
 /// `chom secrets set`.

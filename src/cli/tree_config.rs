@@ -12,7 +12,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 
 use super::secrets::{SecretsArgs, SecretsCommand};
-use super::{Cli, Command, SshArgs, TreeArgs};
+use super::{Cli, Command, ConnectArgs, IdentityArgs, InventoryArgs, SshArgs, TreeArgs};
 use crate::treeconfig::{self, Located, TreeConfig};
 
 /// Fills `cli` from the chom.yaml above the working directory, if there is one. A config
@@ -21,7 +21,12 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     // These make a tree or bring their own; a chom.yaml around them is not theirs.
     if matches!(
         cli.command,
-        Command::Init(_) | Command::Schema(_) | Command::Demo(_) | Command::ImportLegacy(_)
+        Command::Init(_)
+            | Command::Schema(_)
+            | Command::Demo(_)
+            | Command::ImportLegacy(_)
+            | Command::Completion(_)
+            | Command::Man(_)
     ) {
         return Ok(());
     }
@@ -69,7 +74,10 @@ fn fill(
         state_dir: config.state_dir.as_deref().map(|d| treeconfig::resolve(base, d)),
     };
     let tree = |tree: &mut TreeArgs| fill_tree(tree, sub, config, base, located.clone(), env);
-    let ssh = |ssh: &mut SshArgs| fill_ssh(ssh, sub, config, base, env);
+    let inventory = |tree: &mut InventoryArgs| fill_inventory(tree, sub, config, base, located.clone(), env);
+    let ssh = |ssh: &mut SshArgs| fill_ssh(ssh, sub, config);
+    let connect = |c: &mut ConnectArgs| fill_connect(c, sub, config, base);
+    let identity = |i: &mut IdentityArgs| fill_identity(i, sub, config, base, env);
     match &mut cli.command {
         // `chom validate` checks the working tree (a clone, a pre-commit hook), never the
         // live checkout a git source keeps in the state directory.
@@ -84,39 +92,53 @@ fn fill(
             located.clone(),
             env,
         ),
-        Command::Get(a) => tree(&mut a.tree),
-        Command::History(a) => tree(&mut a.tree),
-        Command::Resume(a) => tree(&mut a.tree),
+        Command::Get(a) => inventory(&mut a.tree),
+        Command::History(a) => inventory(&mut a.tree),
+        Command::Resume(a) => inventory(&mut a.tree),
         Command::Detect(a) => {
-            tree(&mut a.tree);
+            inventory(&mut a.tree);
+            connect(&mut a.ssh.connect);
             ssh(&mut a.ssh);
         }
         Command::Trust(a) => {
-            tree(&mut a.tree);
-            ssh(&mut a.ssh);
+            inventory(&mut a.tree);
+            connect(&mut a.ssh);
         }
         Command::Reconcile(a) => {
             tree(&mut a.tree);
+            connect(&mut a.ssh.connect);
             ssh(&mut a.ssh);
+            identity(&mut a.identity);
         }
         Command::Plan(a) => {
             tree(&mut a.tree);
+            connect(&mut a.ssh.connect);
             ssh(&mut a.ssh);
+            identity(&mut a.identity);
         }
         Command::Rollback(a) => {
             tree(&mut a.tree);
+            connect(&mut a.ssh.connect);
             ssh(&mut a.ssh);
+            identity(&mut a.identity);
         }
         Command::Daemon(a) => {
             tree(&mut a.tree);
+            connect(&mut a.ssh.connect);
             ssh(&mut a.ssh);
+            identity(&mut a.identity);
             fill_daemon(a, sub, config)?;
             if let Some(spec) = &config.source {
                 a.source_spec = Some(Box::new((spec.clone(), base.to_path_buf())));
             }
         }
         Command::Secrets(a) => fill_secrets(a, sub, config, base),
-        Command::Init(_) | Command::Schema(_) | Command::Demo(_) | Command::ImportLegacy(_) => {}
+        Command::Init(_)
+        | Command::Schema(_)
+        | Command::Demo(_)
+        | Command::ImportLegacy(_)
+        | Command::Completion(_)
+        | Command::Man(_) => {}
     }
     Ok(())
 }
@@ -164,13 +186,35 @@ fn fill_tree(
     tree.config = Some(located);
 }
 
-fn fill_ssh(
-    ssh: &mut SshArgs,
+/// The inventory of the commands without `--scripts` and `--secrets`: chom.yaml's
+/// settings apply to them as they are, since no flag can differ.
+fn fill_inventory(
+    tree: &mut InventoryArgs,
     m: &ArgMatches,
     config: &TreeConfig,
     base: &Path,
+    located: Located,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) {
+    if config.source.is_some() {
+        // GitOps: the live checkout and the state directory's status folder, as for
+        // the commands that take a whole tree.
+        let mut whole = tree.tree();
+        fill_tree(&mut whole, m, config, base, located, env);
+        tree.inventory = whole.inventory;
+        tree.scripts = whole.scripts;
+        tree.secrets = whole.secrets;
+        tree.status_dir = whole.status_dir;
+        tree.config = whole.config;
+        return;
+    }
+    set(m, "inventory", &mut tree.inventory, Some(config.inventory_dir(base)));
+    tree.scripts = config.scripts.as_deref().map(|d| treeconfig::resolve(base, d));
+    tree.secrets = config.secrets.as_deref().map(|d| treeconfig::resolve(base, d));
+    tree.config = Some(located);
+}
+
+fn fill_connect(ssh: &mut ConnectArgs, m: &ArgMatches, config: &TreeConfig, base: &Path) {
     let known_hosts: Vec<PathBuf> = config
         .known_hosts
         .iter()
@@ -182,15 +226,18 @@ fn fill_ssh(
         &mut ssh.known_hosts,
         Some(known_hosts).filter(|k| !k.is_empty()),
     );
-    let s = &config.ssh;
     // Rounded up: a timeout written as 500ms must not become zero.
     let whole_seconds = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
     set(
         m,
         "connect_timeout",
         &mut ssh.connect_timeout,
-        s.connect_timeout.map(|d| whole_seconds(d.0)),
+        config.ssh.connect_timeout.map(|d| whole_seconds(d.0)),
     );
+}
+
+fn fill_ssh(ssh: &mut SshArgs, m: &ArgMatches, config: &TreeConfig) {
+    let s = &config.ssh;
     set(m, "max_handshakes", &mut ssh.max_handshakes, s.max_handshakes);
     set(m, "handshake_rate", &mut ssh.handshake_rate, s.handshake_rate);
     set(
@@ -200,6 +247,15 @@ fn fill_ssh(
         s.idle_timeout.map(|d| d.0),
     );
     set(m, "ssh_max_idle", &mut ssh.ssh_max_idle, s.max_idle);
+}
+
+fn fill_identity(
+    ssh: &mut IdentityArgs,
+    m: &ArgMatches,
+    config: &TreeConfig,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) {
     // `--age-identity` has no clap `env`; `$CHOM_AGE_IDENTITY` is read later by
     // `secrets::locate_identity`, and must still win over the config.
     if env(crate::secrets::IDENTITY_ENV).is_none() {
@@ -305,15 +361,15 @@ mod tests {
         let located = d.tree.config.unwrap();
         assert_eq!(located.state_dir.as_deref(), Some(Path::new("/tree/state")));
         assert_eq!(
-            d.ssh.known_hosts,
+            d.ssh.connect.known_hosts,
             [
                 PathBuf::from("/tree/known_hosts"),
                 PathBuf::from("/etc/chom/known_hosts")
             ]
         );
-        assert_eq!(d.ssh.age_identity.as_deref(), Some(Path::new("/tree/key.txt")));
+        assert_eq!(d.identity.age_identity.as_deref(), Some(Path::new("/tree/key.txt")));
         assert_eq!(
-            (d.ssh.connect_timeout, d.ssh.ssh_max_idle, d.ssh.max_handshakes),
+            (d.ssh.connect.connect_timeout, d.ssh.ssh_max_idle, d.ssh.max_handshakes),
             (2, 3, 10)
         );
         assert_eq!(
@@ -345,9 +401,12 @@ mod tests {
             panic!("daemon expected")
         };
         assert_eq!(d.tree.inventory, Path::new("elsewhere"));
-        assert_eq!(d.ssh.known_hosts, [PathBuf::from("mine")]);
-        assert_eq!(d.ssh.age_identity.as_deref(), Some(Path::new("k")));
-        assert_eq!((d.tuning.workers, d.ssh.connect_timeout, d.shard.count), (2, 9, 1));
+        assert_eq!(d.ssh.connect.known_hosts, [PathBuf::from("mine")]);
+        assert_eq!(d.identity.age_identity.as_deref(), Some(Path::new("k")));
+        assert_eq!(
+            (d.tuning.workers, d.ssh.connect.connect_timeout, d.shard.count),
+            (2, 9, 1)
+        );
         assert_eq!(
             d.ssh.ssh_max_idle, 3,
             "the settings not given still come from the config"
@@ -360,7 +419,7 @@ mod tests {
             panic!("reconcile expected")
         };
         assert_eq!(
-            r.ssh.age_identity, None,
+            r.identity.age_identity, None,
             "left for locate_identity to read the variable"
         );
     }
@@ -387,6 +446,8 @@ mod tests {
             &["chom", "resume", "w"],
             &["chom", "detect"],
             &["chom", "trust", "w"],
+            &["chom", "reconcile"],
+            &["chom", "daemon"],
             &["chom", "plan"],
             &["chom", "rollback", "w"],
             &["chom", "secrets", "set", "X"],

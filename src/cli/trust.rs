@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{SshArgs, TreeArgs};
+use super::{ConnectArgs, InventoryArgs};
 use crate::ssh::known_hosts::{HostKeyStatus, KnownHosts};
 use crate::ssh::{fetch_host_key, fingerprint};
 
@@ -22,16 +22,19 @@ use crate::ssh::{fetch_host_key, fingerprint};
 /// Examples:
 ///   chom trust web-1
 ///   chom trust --yes --known-hosts fleet_known_hosts web-1 web-2
+///
+/// Exit codes: 0 every key recorded or already trusted, 1 a key not recorded (declined,
+/// no terminal without --yes, revoked, unreachable), 2 usage or environment errors.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct TrustArgs {
-    /// Where the tree is.
+    /// Where the inventory is.
     #[command(flatten)]
-    pub tree: TreeArgs,
+    pub tree: InventoryArgs,
     /// SSH settings; keys are recorded in the first --known-hosts file, else in
     /// ~/.ssh/known_hosts.
     #[command(flatten)]
-    pub ssh: SshArgs,
+    pub ssh: ConnectArgs,
     /// Record without asking (for scripts that verified the fingerprints another way).
     #[arg(long)]
     pub yes: bool,
@@ -42,14 +45,15 @@ pub struct TrustArgs {
 
 /// Fetches, shows, asks and records.
 pub fn run(args: &TrustArgs) -> anyhow::Result<ExitCode> {
-    let (inventory, names) = super::load_servers(&args.tree, &args.names)?;
+    let tree = args.tree.tree();
+    let (inventory, names) = super::load_servers(&tree, &args.names, &super::SelectorArgs::default())?;
     let files = args.ssh.known_hosts_files();
     let Some(record_to) = args.ssh.known_hosts.first().cloned().or_else(|| files.first().cloned()) else {
         anyhow::bail!("no known_hosts file to record keys in: HOME is not set; pass --known-hosts FILE");
     };
     let runtime = super::runtime()?;
     let timeout = Duration::from_secs(args.ssh.connect_timeout.max(1));
-    let state_dir = super::state_dir(&args.tree, None);
+    let state_dir = super::state_dir(&tree, None);
     let audit = crate::audit::Audit::open(&state_dir, &args.tree.inventory)
         .with_context(|| format!("opening the audit trail in {}", state_dir.display()))?;
     let mut failed = false;

@@ -17,6 +17,9 @@ use crate::diag::{self, Format};
 ///   chom validate
 ///   chom validate --format github
 ///   chom validate inventory.d/web-7.yaml
+///
+/// Exit codes: 0 no errors (warnings allowed), 1 errors found, 2 validation could not
+/// run (no inventory folder, usage errors).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ValidateArgs {

@@ -219,6 +219,7 @@ mod tests {
             component: name.to_owned(),
             kind,
             detail: String::new(),
+            diffs: Vec::new(),
         }
     }
 

@@ -65,8 +65,9 @@ pub fn load_config(path: &Path) -> (Option<TreeConfig>, Vec<Diagnostic>) {
             .help("chom.yaml holds `kind: Config`"),
         ),
     }
-    for error in crate::schema::validators().config.iter_errors(&doc.value) {
-        if let Some(d) = rules::schema_diagnostic(path, &doc, &error) {
+    let validators = crate::schema::validators();
+    for error in validators.config.iter_errors(&doc.value) {
+        if let Some(d) = rules::schema_diagnostic(path, &doc, &error, &validators.sources[2]) {
             out.push(d);
         }
     }

@@ -17,7 +17,14 @@ use crate::resource::{Address, ComponentRef};
 
 /// Turns one schema error into a finding at the offending key or value. apiVersion and
 /// kind are checked before the schema with better messages, so their errors are dropped.
-pub(super) fn schema_diagnostic(path: &Path, doc: &Document, error: &ValidationError<'_>) -> Option<Diagnostic> {
+/// `schema` is the one validated against: an unknown field is compared with the fields
+/// it allows there.
+pub(super) fn schema_diagnostic(
+    path: &Path,
+    doc: &Document,
+    error: &ValidationError<'_>,
+    schema: &Value,
+) -> Option<Diagnostic> {
     let pointer = error.instance_path().as_str().to_owned();
     if pointer == "/apiVersion" || pointer == "/kind" {
         return None;
@@ -26,17 +33,22 @@ pub(super) fn schema_diagnostic(path: &Path, doc: &Document, error: &ValidationE
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let key = unexpected.first().cloned().unwrap_or_default();
             let key_pointer = format!("{pointer}/{}", escape_pointer_segment(&key));
-            let fields = allowed_fields(&doc.value, &pointer);
+            let known = fields_at(schema, &pointer);
+            let message = format!(
+                "unknown field `{key}`{}",
+                crate::suggest::did_you_mean(&key, known.iter().map(String::as_str))
+            );
             (
                 "unknown-field",
                 doc.positions.key(&key_pointer),
                 key_pointer,
-                format!("unknown field `{key}`"),
-                Some(if fields.is_empty() {
+                message,
+                Some(if known.is_empty() {
                     "remove it; unknown fields are errors so that a typo is never silently ignored".to_owned()
                 } else {
                     format!(
-                        "check the spelling; unknown fields are errors so that a typo is never silently ignored (fields set here: {fields})"
+                        "check the spelling; unknown fields are errors so that a typo is never silently ignored (the fields here: {})",
+                        known.join(", ")
                     )
                 }),
             )
@@ -51,6 +63,43 @@ pub(super) fn schema_diagnostic(path: &Path, doc: &Document, error: &ValidationE
                 Some(format!("add `{name}:` here")),
             )
         }
+        // The regexes of durations and labels say nothing to a person: name the form.
+        ValidationErrorKind::Pattern { pattern } if pattern == crate::resource::DURATION_PATTERN => (
+            "invalid-value",
+            doc.positions.value(&pointer),
+            pointer.clone(),
+            format!(
+                "{} {} is not a duration: {}",
+                describe(&pointer),
+                error.instance(),
+                crate::resource::DURATION_HELP
+            ),
+            None,
+        ),
+        ValidationErrorKind::Pattern { pattern } if pattern == crate::selector::VALUE_PATTERN => (
+            "invalid-value",
+            doc.positions.value(&pointer),
+            pointer.clone(),
+            format!(
+                "{} {} is not a label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (or empty)",
+                describe(&pointer),
+                error.instance()
+            ),
+            None,
+        ),
+        ValidationErrorKind::PropertyNames { .. } if pointer.ends_with("/labels") => (
+            "invalid-value",
+            doc.positions.value(&pointer),
+            pointer.clone(),
+            format!(
+                "{} a label key is not valid: {error}",
+                describe(&pointer),
+            ),
+            Some(
+                "a label key is an optional DNS-subdomain prefix and `/`, then at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit (`env`, `app.example.com/tier`)"
+                    .to_owned(),
+            ),
+        ),
         _ => (
             "invalid-value",
             doc.positions.value(&pointer),
@@ -72,11 +121,52 @@ fn describe(pointer: &str) -> String {
     }
 }
 
-fn allowed_fields(root: &Value, pointer: &str) -> String {
-    match root.pointer(pointer) {
-        Some(Value::Object(map)) => map.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
-        _ => String::new(),
+/// The property names `schema` allows at the instance `pointer`, following `properties`,
+/// `items`, `additionalProperties`, local `$ref`s and `allOf`/`anyOf`/`oneOf`.
+fn fields_at(schema: &Value, pointer: &str) -> Vec<String> {
+    fn resolve<'a>(root: &'a Value, node: &'a Value, out: &mut Vec<&'a Value>, depth: usize) {
+        if depth > 16 {
+            return;
+        }
+        if let Some(Value::String(r)) = node.get("$ref")
+            && let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p))
+        {
+            resolve(root, target, out, depth + 1);
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(Value::Array(options)) = node.get(key) {
+                for option in options {
+                    resolve(root, option, out, depth + 1);
+                }
+            }
+        }
+        out.push(node);
     }
+    let mut current = Vec::new();
+    resolve(schema, schema, &mut current, 0);
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        let mut next = Vec::new();
+        for node in current {
+            let child = node
+                .get("properties")
+                .and_then(|p| p.get(&segment))
+                .or_else(|| segment.parse::<usize>().ok().and_then(|_| node.get("items")))
+                .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()));
+            if let Some(child) = child {
+                resolve(schema, child, &mut next, 0);
+            }
+        }
+        current = next;
+    }
+    let mut fields: Vec<String> = current
+        .iter()
+        .filter_map(|n| n.get("properties").and_then(Value::as_object))
+        .flat_map(|p| p.keys().cloned())
+        .collect();
+    fields.sort();
+    fields.dedup();
+    fields
 }
 
 /// Key fragments that mark a value as a credential.
@@ -319,7 +409,13 @@ pub(super) fn cross_file(parsed: &mut [Parsed], layout: &Layout, secrets: &BTree
                     "unknown-role",
                     &p.path,
                     doc.positions.value("/spec/role"),
-                    format!("role `{role}` is not defined"),
+                    format!(
+                        "role `{role}` is not defined{}",
+                        crate::suggest::did_you_mean(
+                            role,
+                            names.iter().filter(|(k, _)| *k == Kind::Role).map(|(_, n)| n.as_str())
+                        )
+                    ),
                 )
                 .pointer("/spec/role")
                 .help(format!(
@@ -335,7 +431,16 @@ pub(super) fn cross_file(parsed: &mut [Parsed], layout: &Layout, secrets: &BTree
                         "unknown-dependency",
                         &p.path,
                         doc.positions.value(&pointer),
-                        format!("server `{dep}` is not defined"),
+                        format!(
+                            "server `{dep}` is not defined{}",
+                            crate::suggest::did_you_mean(
+                                dep,
+                                names
+                                    .iter()
+                                    .filter(|(k, _)| *k == Kind::Server)
+                                    .map(|(_, n)| n.as_str())
+                            )
+                        ),
                     )
                     .pointer(pointer)
                     .help("dependsOn lists servers of this inventory that must be Ready first"),
@@ -455,11 +560,11 @@ fn duplicate_names(parsed: &mut [Parsed]) {
 /// (by name) that starts it, printing the whole cycle.
 fn dependency_cycles(parsed: &mut [Parsed]) {
     let mut graph: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+    // From what each file says, valid or not: a schema error elsewhere in a file must
+    // not hide the cycle it takes part in.
     for (i, p) in parsed.iter().enumerate() {
-        if let Some(Resource::Server(s)) = &p.resource {
-            graph
-                .entry(s.metadata.name.clone())
-                .or_insert((i, s.spec.depends_on.clone()));
+        if let Some((Kind::Server, name)) = &p.name {
+            graph.entry(name.clone()).or_insert((i, p.depends_on.clone()));
         }
     }
     // Iterative colouring DFS: 0 = unseen, 1 = on the stack, 2 = done.
