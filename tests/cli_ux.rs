@@ -889,12 +889,18 @@ fn the_readme_quick_start_and_install_sh_agree_on_how_to_build() {
     let install = std::fs::read_to_string(root.join("contrib/install.sh")).unwrap();
     let quick_start =
         &readme[readme.find("## Quick start").unwrap()..readme.find("### The real-server suite").unwrap()];
-    // chom on PATH, reproducibly, before any `chom …` command is shown.
-    let first_chom = quick_start.find("\nchom ").unwrap();
+    // The demo from a fresh clone in one command, built exactly from Cargo.lock; and how to
+    // put chom on PATH, reproducibly, before any bare `chom …` command is shown.
+    assert!(
+        quick_start.contains("\ncargo run --release --locked -- demo "),
+        "{quick_start}"
+    );
     let installed = quick_start
         .find("cargo install --locked --path .")
         .expect("cargo install in the quick start");
-    assert!(installed < first_chom, "install comes before the first chom command");
+    if let Some(first_chom) = quick_start.find("\nchom ") {
+        assert!(installed < first_chom, "install comes before the first chom command");
+    }
     // The control host: the same build, the same way, in the README and the script.
     let build = "cargo build --release --locked && sudo contrib/install.sh target/release/chom";
     assert!(quick_start.contains(build), "quick start: {build}");
