@@ -85,9 +85,11 @@ pub struct Run<'a> {
 /// The server-wide script lock: every component run holds it while its script runs, so two
 /// runs never overlap on one server, whoever started them, whatever happened to the control
 /// host that did (a script left running after a crash or a kill -9 still holds it until it
-/// ends or its deadline kills it). The sh that reads the stdin holds `flock` on fd 9 and runs
-/// the script in a subshell with fd 9 closed, so a process the script leaves in the
-/// background never holds the lock. `@WAIT@` is how long to wait for it. The server may
+/// ends or its deadline kills it). The sh that reads the stdin holds `flock` on fd 9 and calls
+/// the script's function with fd 9 closed (`9>&-`): for the call, the shell keeps the lock
+/// on a saved close-on-exec copy (dash, bash and BusyBox ash all do), so the lock is held
+/// while the script runs, without a subshell's fork, and a program the script leaves in the
+/// background never holds it. `@WAIT@` is how long to wait for it. The server may
 /// move the lock with `CHOM_SCRIPT_LOCK` in the login environment (sshd's `SetEnv`).
 const SCRIPT_LOCK: &str = r#"if command -v flock >/dev/null 2>&1; then
     chom_lock=${CHOM_SCRIPT_LOCK:-/run/lock/chom.lock}
@@ -153,7 +155,7 @@ pub fn stdin_for(run: Run<'_>, script: &[u8]) -> Vec<u8> {
         c.timeout
     });
     out.extend_from_slice(SCRIPT_LOCK.replace("@WAIT@", &wait.to_string()).as_bytes());
-    out.extend_from_slice(b"(exec 9>&-; chom_component) </dev/null\n");
+    out.extend_from_slice(b"chom_component </dev/null 9>&-\n");
     out
 }
 

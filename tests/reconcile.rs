@@ -1016,3 +1016,38 @@ fn logs_written_to_a_file_have_no_colour_codes_and_name_the_server() {
     );
     assert!(plain.iter().any(|l| l.ends_with("[2/2]")), "{err}");
 }
+
+#[test]
+fn a_program_a_script_leaves_in_the_background_never_holds_the_script_lock() {
+    let fleet = Fleet::new();
+    let pidfile = fleet.dir.path().join("bg.pid");
+    fleet.script(
+        "bg.sh",
+        format!(
+            "sleep 60 >/dev/null 2>&1 </dev/null &\necho $! > '{}'\necho '::chom:: changed'\n",
+            pidfile.display()
+        ),
+    );
+    let server = |round: u32| {
+        fleet.server(
+            "web-1",
+            &format!("  components:\n    - name: bg\n      timeout: 60s\n      config: {{round: {round}}}\n"),
+        );
+    };
+    server(1);
+    assert!(fleet.reconcile(&[]).status.success());
+    let first_sleep = std::fs::read_to_string(&pidfile).unwrap();
+    // The sleep still runs; the next run must not wait the 30 s the lock allows for it.
+    server(2);
+    let started = std::time::Instant::now();
+    let second = fleet.reconcile(&[]);
+    let took = started.elapsed();
+    for pid in [first_sleep, std::fs::read_to_string(&pidfile).unwrap()] {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the second run waited {took:?}"
+    );
+}
