@@ -500,19 +500,35 @@ impl Controller {
 
     /// Stores the records of one deployment (one pass over one or more servers).
     pub fn store_deployment(&self, id: &str, started_at: Timestamp, servers: Vec<ServerRecord>) {
+        self.store_record(id, started_at, servers, None);
+    }
+
+    /// Stores a deployment record; a rollback's names the deployment it returned to and
+    /// carries that one's commit and ref (what was applied), not the live tree's.
+    fn store_record(&self, id: &str, started_at: Timestamp, servers: Vec<ServerRecord>, rollback_of: Option<&Record>) {
         let Some(history) = &self.history else { return };
         if servers.is_empty() {
             return;
         }
-        let revision = crate::source::revision_at(&self.inventory);
+        let (commit, reference) = match rollback_of {
+            Some(target) => (target.commit.clone(), target.reference.clone()),
+            None => {
+                let revision = crate::source::revision_at(&self.inventory);
+                (
+                    revision
+                        .as_ref()
+                        .map(|r| r.commit.clone())
+                        .or_else(|| crate::audit::git_commit(&self.inventory)),
+                    revision.map(|r| r.reference),
+                )
+            }
+        };
         let record = Record {
             id: id.to_owned(),
             deployer: crate::audit::who(),
-            commit: revision
-                .as_ref()
-                .map(|r| r.commit.clone())
-                .or_else(|| crate::audit::git_commit(&self.inventory)),
-            reference: revision.map(|r| r.reference),
+            commit,
+            reference,
+            rollback_of: rollback_of.map(|t| t.id.clone()),
             desired_hash: crate::history::combined_hash(servers.iter().map(|s| s.desired_hash.as_str())),
             started_at,
             finished_at: Timestamp::now(),
@@ -554,7 +570,7 @@ impl Controller {
             .run(&rolled, &deployment_id, PassMode::Reapply, None, Some(&scripts))
             .await;
         if let Some(record) = done.record.take() {
-            self.store_deployment(&deployment_id, started_at, vec![record]);
+            self.store_record(&deployment_id, started_at, vec![record], Some(&target));
         }
         if done.outcome.result != ReconcileResult::Succeeded {
             let why = done

@@ -30,6 +30,10 @@ pub struct Record {
     /// The branch or tag of a git source the commit was reached through.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// For a `chom rollback`: the deployment it returned to (whose commit and ref this
+    /// record carries, as that is what was applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
     /// Hash over the desired states of the servers in this record.
     pub desired_hash: String,
     /// Start.
@@ -423,6 +427,7 @@ mod tests {
             deployer: "me@host".into(),
             commit: None,
             reference: None,
+            rollback_of: None,
             desired_hash: "h".into(),
             started_at: now,
             finished_at: now,

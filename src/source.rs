@@ -224,6 +224,27 @@ impl Dirs {
     pub fn status_file(&self) -> PathBuf {
         self.root.join("status.yaml")
     }
+    /// `source/sync.lock`: held exclusively for each sync, so daemons sharing a state
+    /// directory (shards on one host) take turns instead of racing on the checkouts and
+    /// the swap of `current`.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("sync.lock")
+    }
+
+    /// Takes `sync.lock`, waiting while another process holds it; released on drop.
+    fn lock(&self) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(self.lock_file())?;
+        file.lock()?;
+        Ok(file)
+    }
 }
 
 /// The live tree root of a git-sourced daemon: `<state>/source/current/tree/<path>`.
@@ -378,6 +399,8 @@ pub struct Source {
     pub dirs: Dirs,
     /// The status (persisted in `source/status.yaml`).
     pub status: SourceStatus,
+    /// The state directory (absolute).
+    state_dir: PathBuf,
 }
 
 /// A refusal: reason, message, findings.
@@ -391,11 +414,26 @@ impl Source {
         let dirs = Dirs::new(state_dir);
         std::fs::create_dir_all(dirs.checkouts())?;
         std::fs::create_dir_all(status_dir(state_dir))?;
-        let mut status = read_status(state_dir).unwrap_or_default();
-        status.url.clone_from(&settings.url);
-        status.reference = settings.reference.to_string();
+        let mut source = Source {
+            settings,
+            dirs,
+            status: SourceStatus::default(),
+            state_dir: state_dir.clone(),
+        };
+        let _lock = source.dirs.lock()?;
+        source.reload();
+        source.ensure_live_tree()?;
+        Ok(source)
+    }
+
+    /// Reads the status back from `source/status.yaml` and `current`: under the sync lock,
+    /// another daemon sharing the state directory may have synced since.
+    fn reload(&mut self) {
+        let mut status = read_status(&self.state_dir).unwrap_or_default();
+        status.url.clone_from(&self.settings.url);
+        status.reference = self.settings.reference.to_string();
         // The live tree is what `current` points to, whatever the file says.
-        status.last_applied_revision = revision_at(&dirs.current().join("tree"));
+        status.last_applied_revision = revision_at(&self.dirs.current().join("tree"));
         if status.ready().is_none() {
             status.set_ready(
                 ConditionStatus::Unknown,
@@ -403,9 +441,7 @@ impl Source {
                 "nothing fetched yet".into(),
             );
         }
-        let source = Source { settings, dirs, status };
-        source.ensure_live_tree()?;
-        Ok(source)
+        self.status = status;
     }
 
     /// Before the first commit is applied, `current` points at an empty tree (so the
@@ -431,9 +467,23 @@ impl Source {
         self.git(&args).map(|o| String::from_utf8_lossy(&o).trim().to_owned())
     }
 
-    /// Fetch → verify → validate → swap, once. Events say what to log and audit.
+    /// Fetch → verify → validate → swap → collect, once, holding `source/sync.lock` (a
+    /// daemon sharing the state directory waits its turn). Events say what to log and
+    /// audit.
     pub fn sync(&mut self) -> (Outcome, Vec<Event>) {
         let mut events = Vec::new();
+        let _lock = match self.dirs.lock() {
+            Ok(lock) => lock,
+            Err(e) => {
+                let message = format!("cannot lock {}: {e}", self.dirs.lock_file().display());
+                tracing::error!(error = %message, "the git source is not synced");
+                self.status.last_error = Some(message.clone());
+                self.status
+                    .set_ready(ConditionStatus::False, reasons::CHECKOUT_FAILED, message);
+                return (Outcome::FetchFailed, events);
+            }
+        };
+        self.reload();
         let outcome = self.sync_inner(&mut events);
         if let Err(e) = self.write_status() {
             tracing::error!(file = %self.dirs.status_file().display(), error = %e, "cannot write the source status");

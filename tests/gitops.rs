@@ -92,7 +92,11 @@ struct Control {
 
 impl Control {
     fn new(root: &Path, source: &str) -> Control {
-        let dir = root.join("control");
+        Control::at(root.join("control"), source)
+    }
+
+    /// A control host in `dir` (several may pull one repository, each its own state).
+    fn at(dir: PathBuf, source: &str) -> Control {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hook.secret"), SECRET).unwrap();
         std::fs::write(
@@ -104,6 +108,11 @@ impl Control {
     }
 
     fn daemon(&self, fleet: &Fleet) -> Daemon {
+        self.daemon_with(fleet, &[])
+    }
+
+    /// A daemon with `extra` arguments (e.g. `--shard K/N`).
+    fn daemon_with(&self, fleet: &Fleet, extra: &[&str]) -> Daemon {
         let log = self.dir.join(format!("daemon-{}.log", rand_suffix()));
         let child = Command::new(env!("CARGO_BIN_EXE_chom"))
             .current_dir(&self.dir)
@@ -115,6 +124,7 @@ impl Control {
             .arg(&fleet.sshd.known_hosts)
             .args(["--rate", "1000", "--burst", "1000", "--debounce", "50ms"])
             .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -327,6 +337,257 @@ fn commits_are_applied_refused_and_followed_through_force_pushes() {
         .unwrap()
         .count();
     assert!(checkouts <= 5, "{checkouts} checkouts kept");
+    assert!(daemon.terminate().success());
+}
+
+/// Servers whose shard of 2 is 0 and 1, `per` of each, named `app-<i>`.
+fn servers_of_both_shards(per: usize) -> Vec<String> {
+    let (mut zero, mut one) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let name = format!("app-{i}");
+        let shard = chom::shard::stable_hash(&name) % 2;
+        let side = if shard == 0 { &mut zero } else { &mut one };
+        if side.len() < per {
+            side.push(name);
+        }
+        if zero.len() == per && one.len() == per {
+            break;
+        }
+    }
+    zero.into_iter().chain(one).collect()
+}
+
+/// Server names whose status in `control` names `commit`.
+fn applied_in(control: &Control, names: &[String], commit: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| control.status(n).and_then(|s| applied_commit(&s)).as_deref() == Some(commit))
+        .cloned()
+        .collect()
+}
+
+fn no_errors(daemon: &Daemon) {
+    let log = daemon.log();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"ERROR\"") || l.contains("\"WARN\""))
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn two_shards_with_their_own_state_dirs_split_one_repository() {
+    let fleet = Fleet::new();
+    let root = fleet.dir.path();
+    let repo = Repo::new(root);
+    repo.write("inventory.d/web-1.yaml", &server_yaml(&fleet, "web-1", "one"));
+    let first = repo.commit("web-1", None);
+    let source = format!("  url: {}\n", repo.bare.display());
+    let controls = [
+        Control::at(root.join("control-0"), &source),
+        Control::at(root.join("control-1"), &source),
+    ];
+    let mut daemons = [
+        controls[0].daemon_with(&fleet, &["--shard", "0/2"]),
+        controls[1].daemon_with(&fleet, &["--shard", "1/2"]),
+    ];
+    let web1 = if chom::shard::stable_hash("web-1").is_multiple_of(2) {
+        0
+    } else {
+        1
+    };
+    wait_for("web-1 applied by its shard", &daemons[web1], || {
+        controls[web1].status("web-1").and_then(|s| applied_commit(&s)) == Some(first.clone())
+    });
+
+    // A commit adding servers: each is reconciled by exactly one shard, the one its name
+    // hashes to, and its status names the commit.
+    let names = servers_of_both_shards(3);
+    for name in &names {
+        repo.write(&format!("inventory.d/{name}.yaml"), &server_yaml(&fleet, name, name));
+    }
+    let added = repo.commit("six servers", None);
+    for (k, daemon) in daemons.iter().enumerate() {
+        assert!(push_hook(&daemon.metrics_addr(), SECRET).starts_with("HTTP/1.1 202"));
+        let mine: Vec<String> = names
+            .iter()
+            .filter(|n| chom::shard::stable_hash(n) % 2 == k as u64)
+            .cloned()
+            .collect();
+        wait_for(&format!("shard {k}/2's servers applied"), daemon, || {
+            applied_in(&controls[k], &names, &added) == mine
+        });
+    }
+    for name in &names {
+        assert_eq!(
+            std::fs::read_to_string(root.join(format!("{name}.out"))).unwrap(),
+            *name
+        );
+        let reconciled: usize = daemons
+            .iter()
+            .map(|d| d.reconciles().get(name).copied().unwrap_or(0))
+            .filter(|&n| n > 0)
+            .count();
+        assert_eq!(reconciled, 1, "{name} is reconciled by exactly one shard");
+    }
+    for (k, control) in controls.iter().enumerate() {
+        let other = &controls[1 - k];
+        for name in applied_in(control, &names, &added) {
+            assert!(other.status(&name).is_none(), "{name} has a status in both state dirs");
+        }
+        assert_eq!(
+            control.source()["status"]["lastAppliedRevision"]["commit"],
+            added.as_str()
+        );
+    }
+    for daemon in &mut daemons {
+        no_errors(daemon);
+        assert!(daemon.terminate().success());
+    }
+}
+
+#[test]
+fn two_shards_sharing_a_state_dir_take_turns_on_the_checkout() {
+    let fleet = Fleet::new();
+    let root = fleet.dir.path();
+    let repo = Repo::new(root);
+    let names = servers_of_both_shards(2);
+    for name in &names {
+        repo.write(&format!("inventory.d/{name}.yaml"), &server_yaml(&fleet, name, "v1"));
+    }
+    let first = repo.commit("v1", None);
+    let control = Control::new(root, &format!("  url: {}\n", repo.bare.display()));
+    // Both start at once: both open the source and sync it on the same state dir.
+    let mut daemons = [
+        control.daemon_with(&fleet, &["--shard", "0/2"]),
+        control.daemon_with(&fleet, &["--shard", "1/2"]),
+    ];
+    wait_for("every server at the first commit", &daemons[0], || {
+        applied_in(&control, &names, &first) == names
+    });
+    // Several commits, each announced to both daemons at once.
+    let mut last = first;
+    for i in 2..=4 {
+        for name in &names {
+            repo.write(
+                &format!("inventory.d/{name}.yaml"),
+                &server_yaml(&fleet, name, &format!("v{i}")),
+            );
+        }
+        last = repo.commit(&format!("v{i}"), None);
+        let addrs: Vec<String> = daemons.iter().map(Daemon::metrics_addr).collect();
+        let hooks: Vec<_> = addrs
+            .into_iter()
+            .map(|a| std::thread::spawn(move || push_hook(&a, SECRET)))
+            .collect();
+        for h in hooks {
+            assert!(h.join().unwrap().starts_with("HTTP/1.1 202"));
+        }
+    }
+    wait_for("every server at the last commit", &daemons[1], || {
+        applied_in(&control, &names, &last) == names
+    });
+    for name in &names {
+        assert_eq!(std::fs::read_to_string(root.join(format!("{name}.out"))).unwrap(), "v4");
+    }
+    let dir = control.dir.join("state/source");
+    let link = std::fs::read_link(dir.join("current")).unwrap();
+    assert_eq!(link, Path::new("checkouts").join(&last));
+    assert_eq!(
+        control.source()["status"]["lastAppliedRevision"]["commit"],
+        last.as_str()
+    );
+    assert_eq!(condition(&control.source(), "SourceReady")["status"], "True");
+    let strays: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("checkouts")).unwrap())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".current-") || n.starts_with(".tmp-"))
+        .collect();
+    assert!(strays.is_empty(), "{strays:?}");
+    for daemon in &mut daemons {
+        no_errors(daemon);
+        assert!(daemon.terminate().success());
+    }
+}
+
+#[test]
+fn rollback_to_a_commit_reapplies_what_that_commit_had() {
+    let fleet = Fleet::new();
+    let root = fleet.dir.path();
+    let repo = Repo::new(root);
+    repo.write("inventory.d/web-1.yaml", &server_yaml(&fleet, "web-1", "alpha"));
+    let a = repo.commit("alpha", None);
+    let control = Control::new(root, &format!("  url: {}\n", repo.bare.display()));
+    let mut daemon = control.daemon(&fleet);
+    wait_for("commit A applied", &daemon, || {
+        control.status("web-1").and_then(|s| applied_commit(&s)) == Some(a.clone())
+    });
+    repo.write("inventory.d/web-1.yaml", &server_yaml(&fleet, "web-1", "bravo"));
+    let b = repo.commit("bravo", None);
+    assert!(push_hook(&daemon.metrics_addr(), SECRET).starts_with("HTTP/1.1 202"));
+    wait_for("commit B applied", &daemon, || {
+        control.status("web-1").and_then(|s| applied_commit(&s)) == Some(b.clone())
+    });
+    let out = root.join("web-1.out");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "bravo");
+
+    // Refused while the daemon owns the tree; an operator stops it first.
+    let known_hosts = fleet.sshd.known_hosts.to_str().unwrap();
+    let rollback = ["rollback", "web-1", "--known-hosts", known_hosts, "--to"];
+    let refused = control.chom(&[&rollback[..], &[&a[..7]]].concat());
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(daemon.terminate().success());
+    let rolled = control.chom(&[&rollback[..], &[&a[..7]]].concat());
+    assert!(rolled.status.success(), "{}", String::from_utf8_lossy(&rolled.stderr));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "alpha");
+    let history = control.chom(&["history", "web-1", "-o", "json"]);
+    assert!(history.status.success());
+    let history: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let records = history.as_array().unwrap();
+    let newest = records.last().unwrap();
+    let of_a = records
+        .iter()
+        .find(|r| r["commit"] == a.as_str() && r["rollbackOf"].is_null())
+        .unwrap();
+    assert_eq!(newest["rollbackOf"], of_a["id"], "{history}");
+    assert_eq!(newest["commit"], a.as_str(), "the rollback carries commit A: {history}");
+    let table = control.chom(&["history", "web-1"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!("rollback to {}", of_a["id"].as_str().unwrap())),
+        "{table}"
+    );
+    let unknown = control.chom(&[&rollback[..], &["deadbeef0"]].concat());
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn a_semver_range_follows_the_highest_matching_tag() {
+    let fleet = Fleet::new();
+    let root = fleet.dir.path();
+    let repo = Repo::new(root);
+    let bare = repo.bare.to_str().unwrap().to_owned();
+    let mut tagged = Vec::new();
+    for tag in ["v1.0.0", "v1.1.0", "v2.0.0"] {
+        repo.write("inventory.d/web-1.yaml", &server_yaml(&fleet, "web-1", tag));
+        let commit = repo.commit(tag, None);
+        git(&repo.work, &["tag", tag]);
+        git(&repo.work, &["push", "-q", &bare, tag]);
+        tagged.push(commit);
+    }
+    let control = Control::new(
+        root,
+        &format!("  url: {bare}\n  ref: {{semver: \">=1.0.0, <2.0.0\"}}\n"),
+    );
+    let mut daemon = control.daemon(&fleet);
+    wait_for("v1.1.0 applied", &daemon, || {
+        control.status("web-1").and_then(|s| applied_commit(&s)) == Some(tagged[1].clone())
+    });
+    assert_eq!(std::fs::read_to_string(root.join("web-1.out")).unwrap(), "v1.1.0");
+    let source = control.source();
+    assert_eq!(source["status"]["lastAppliedRevision"]["ref"], "v1.1.0");
     assert!(daemon.terminate().success());
 }
 

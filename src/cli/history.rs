@@ -135,7 +135,14 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     changed.join(",")
                 },
-                s.changes.join("; "),
+                match &r.rollback_of {
+                    Some(to) => [format!("rollback to {to}")]
+                        .into_iter()
+                        .chain(s.changes.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    None => s.changes.join("; "),
+                },
             ]);
         }
     }

@@ -17,13 +17,15 @@ use crate::reconcile::StepKind;
 ///
 /// Without --to, the last successful deployment before the current one is used; any
 /// deployment in `chom history NAME` can be named, whoever made it (the daemon or
-/// `chom reconcile`). The rollback is itself a deployment in the history. The server
+/// `chom reconcile`), or a git commit (7 hex digits or more): the newest successful
+/// deployment of that commit. The rollback is itself a deployment in the history. The server
 /// stays pinned (the daemon and `chom reconcile` leave it alone) until `chom resume NAME`
 /// or until its desired state changes. Refused while a daemon owns the inventory.
 ///
 /// Examples:
 ///   chom rollback web-1
 ///   chom rollback web-1 --to d-20261126T120000123Z-1a2b3c4d
+///   chom rollback web-1 --to 1a2b3c4
 ///
 /// Exit codes: 0 rolled back and pinned (each component's result is printed), 2 usage or
 /// environment errors (a daemon owns the tree, no such deployment).
@@ -43,7 +45,7 @@ pub struct RollbackArgs {
     /// else .chom/ beside the inventory].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
-    /// The deployment to return to (see `chom history NAME`).
+    /// The deployment to return to (see `chom history NAME`), or a git commit.
     #[arg(long = "to", value_name = "DEPLOYMENT")]
     pub to: Option<String>,
     /// The server.
