@@ -751,11 +751,11 @@ fn an_unreachable_remote_or_a_missing_ref_keeps_the_last_good_commit() {
     assert!(daemon.terminate().success());
 }
 
-/// Push → applied latency with the webhook: from `git push` returning to the server's
-/// status naming the commit (fetch, validate, swap, informer, reconcile over SSH, status
-/// write). `cargo test --test gitops push_to_applied -- --ignored --nocapture`.
+/// Every push announced by the webhook is applied (fetch, validate, swap, informer, reconcile
+/// over SSH, status write), and the push → applied latency is printed. In the suite, 5
+/// pushes and no timing assertion; as the benchmark of BENCHMARKS.md, 30:
+/// `CHOM_BENCH_PUSHES=30 cargo test --test gitops push_to_applied -- --nocapture`.
 #[test]
-#[ignore = "benchmark"]
 fn push_to_applied_latency_with_the_webhook() {
     let fleet = Fleet::new();
     let root = fleet.dir.path();
@@ -769,7 +769,12 @@ fn push_to_applied_latency_with_the_webhook() {
     });
     let addr = daemon.metrics_addr();
     let mut took = Vec::new();
-    for i in 1..=30 {
+    let pushes: u32 = std::env::var("CHOM_BENCH_PUSHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 1000);
+    for i in 1..=pushes {
         repo.write(
             "inventory.d/web-1.yaml",
             &server_yaml(&fleet, "web-1", &format!("v{i}")),
