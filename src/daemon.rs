@@ -113,6 +113,9 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     queue: Queue<String>,
     writes: Arc<StatusWrites>,
+    /// SIGHUP resyncs so far: a pass that began before the latest one must not mark its
+    /// server checked, or the resync pass it is owed would be a periodic one.
+    resyncs: std::sync::atomic::AtomicU64,
     /// The findings last logged per inventory file that is not a tracked server (a
     /// broken new file, a FIFO named `x.yaml`), so each is logged once, not per change set.
     logged: Mutex<std::collections::BTreeMap<PathBuf, Vec<String>>>,
@@ -354,6 +357,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
         store,
         writes: writes.clone(),
         logged: Mutex::default(),
+        resyncs: std::sync::atomic::AtomicU64::new(0),
         source_gauges: Mutex::new(source.as_ref().map(|(s, _)| s.gauges())),
     });
     let retry_task = tokio::spawn(writes.clone().run());
@@ -474,6 +478,7 @@ pub async fn run(config: Config, transport: Arc<Transport>) -> Result<(), Daemon
                 }
                 let names: Vec<String> = {
                     let mut store = shared.store();
+                    shared.resyncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     store.servers.values_mut().for_each(|t| t.checked = false);
                     store.servers.keys().cloned().collect()
                 };
@@ -685,12 +690,13 @@ fn first_pass_pacing(servers: usize, rate: f64, burst: u32) -> Duration {
 /// One pass of one server through the controller; then the systemd status line and the
 /// servers that were waiting for this one.
 async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
-    let (server, checked) = {
+    let (server, checked, resyncs) = {
         let store = shared.store();
         let Some(tracked) = store.servers.get(name) else {
             return;
         };
-        (tracked.server(), tracked.checked)
+        let resyncs = shared.resyncs.load(std::sync::atomic::Ordering::SeqCst);
+        (tracked.server(), tracked.checked, resyncs)
     };
     // A suspended server's pass only writes its status: it does not spend the fleet's
     // start rate, so suspended servers never slow the first pass of the rest.
@@ -716,7 +722,9 @@ async fn reconcile_one(shared: &Arc<Shared>, name: &str) {
     }
     if mode == PassMode::CheckNow
         && done.outcome.result == crate::status::ReconcileResult::Succeeded
-        && let Some(t) = shared.store().servers.get_mut(name)
+        && let mut store = shared.store()
+        && shared.resyncs.load(std::sync::atomic::Ordering::SeqCst) == resyncs
+        && let Some(t) = store.servers.get_mut(name)
         && t.generation == server.generation
     {
         t.checked = true;
